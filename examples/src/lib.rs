@@ -1,0 +1,1 @@
+//! Host applications and sample agents for Caxton: see `examples/` in this package.

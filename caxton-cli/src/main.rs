@@ -1,15 +1,73 @@
 //! The `caxton` command: a thin host over the Caxton crates.
 //!
-//! Subcommands arrive with the crates they drive: `validate` with `caxton-validate`,
-//! `plan` and `simulate` with `caxton-strategies`, `demo` with the sample agents.
+//! Every subcommand follows one contract: exit code `0` for success, `1` when the verdict
+//! is negative (rejected, rolled back), `2` when the command could not run, with a
+//! one-line reason on standard error. `--json` prints machine-readable output; without
+//! it, output is for people, in `✓`/`✗`/`→` lines.
+//!
+//! A subcommand is one variant of [`Command`] and one module with an `Args` struct and a
+//! `run(args) -> CommandResult` function (see [`output`]).
 
-use clap::Parser;
+mod output;
+mod plan;
+mod simulate;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::{CommandResult, Failure};
 
 /// Host AI agents compiled to WebAssembly and ship new versions of them safely.
 #[derive(Debug, Parser)]
 #[command(name = "caxton", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate an agent module: static checks, sandbox, contracts and resource profile.
+    Validate(validate::ValidateArgs),
+    /// Print a rollout's steps and timeline without running anything.
+    Plan(plan::PlanArgs),
+    /// Run a rollout in virtual time against synthetic metrics and print its timeline.
+    Simulate(simulate::SimulateArgs),
+}
+
+impl Command {
+    fn run(self) -> CommandResult {
+        match self {
+            Command::Validate(args) => validate::run(args),
+            Command::Plan(args) => plan::run(args),
+            Command::Simulate(args) => simulate::run(args),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            // clap explains over several lines; the contract wants one: keep the first
+            // paragraph, joined.
+            let text = error.to_string();
+            let reason: Vec<&str> = text
+                .trim_start_matches("error: ")
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            return output::exit(Err(Failure::new(reason.join(" "))));
+        }
+    };
+    output::exit(cli.command.run())
 }

@@ -439,6 +439,24 @@ pub enum TrafficError {
         /// What went wrong.
         message: String,
     },
+    /// The deployment still takes new traffic (it is production, in the split or the
+    /// shadow), so it cannot be drained or retired yet.
+    #[error(
+        "deployment `{deployment}` still takes new traffic of agent `{agent}`; route traffic \
+         away from it first"
+    )]
+    StillRouted {
+        /// The deployment.
+        deployment: DeploymentId,
+        /// Its agent.
+        agent: AgentId,
+    },
+    /// Sessions can be pinned only while session affinity is on for the agent.
+    #[error("agent `{agent}` has session affinity off; sessions cannot be pinned")]
+    NoSessionAffinity {
+        /// The agent.
+        agent: AgentId,
+    },
 }
 
 #[cfg(test)]

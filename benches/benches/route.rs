@@ -1,0 +1,337 @@
+//! Routing benchmarks: `caxton-router` against the routers a user would write first.
+//!
+//! - `route/*`: one thread routes messages of 64 agents, each on a 95/5 canary split, with
+//!   4,096 sessions in a scrambled order; each iteration routes one message, reads its
+//!   deployment and drops its in-flight guard. `route/caxton` uses a per-thread
+//!   `RouterReader` (the documented way to route in a loop); `route/caxton_shared` calls
+//!   `Router::route` directly.
+//! - `route_contended/*`: two threads route the same way while a writer changes a canary
+//!   weight every 100 µs (rotating over the agents); the figure is the time per route on
+//!   each routing thread (`iter_custom`, mean of the two threads).
+//! - `rollback/caxton_10k_agents`: roll one agent back in a table of 10,000 agents while a
+//!   thread routes; each iteration first sets a canary (not timed), then times the rollback.
+
+#[path = "route/baselines.rs"]
+mod baselines;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use caxton_core::{AgentId, DeploymentId, SessionId, Split, Weight};
+use caxton_router::Router;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+use baselines::{DashMapRouter, Deployment, Route, RwLockRouter};
+
+const AGENTS: usize = 64;
+const SESSIONS: usize = 4_096;
+/// Power of two, so the loop picks a pair with a mask.
+const PAIRS: usize = 8_192;
+const READERS: usize = 2;
+const WRITE_EVERY: Duration = Duration::from_micros(100);
+const ROLLBACK_AGENTS: usize = 10_000;
+
+struct Fixture {
+    agents: Vec<AgentId>,
+    sessions: Vec<SessionId>,
+    /// `(agent, session)` indices in a scrambled order.
+    pairs: Vec<(usize, usize)>,
+}
+
+impl Fixture {
+    fn new(agents: usize) -> Self {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        Fixture {
+            agents: (0..agents)
+                .map(|n| AgentId::new(format!("agent-{n:05}")).unwrap())
+                .collect(),
+            sessions: (0..SESSIONS)
+                .map(|n| SessionId::new(format!("session-{n:06}")).unwrap())
+                .collect(),
+            pairs: (0..PAIRS)
+                .map(|_| (next() % agents, next() % SESSIONS))
+                .collect(),
+        }
+    }
+
+    #[inline]
+    fn pair(&self, i: usize) -> (&AgentId, &SessionId) {
+        let (a, s) = self.pairs[i & (PAIRS - 1)];
+        (&self.agents[a], &self.sessions[s])
+    }
+
+    fn versions(agent: &AgentId) -> (DeploymentId, DeploymentId) {
+        (
+            DeploymentId::new(format!("{agent}-v1")).unwrap(),
+            DeploymentId::new(format!("{agent}-v2")).unwrap(),
+        )
+    }
+
+    /// The canary weight the writer sets at its `k`-th change, and the agent it changes.
+    fn change(&self, k: usize) -> (&AgentId, Weight) {
+        let bps = if (k / self.agents.len()).is_multiple_of(2) {
+            1_000
+        } else {
+            500
+        };
+        (
+            &self.agents[k % self.agents.len()],
+            Weight::from_bps(bps).unwrap(),
+        )
+    }
+
+    fn caxton(&self) -> Router {
+        let router = Router::new();
+        router
+            .register_many(self.agents.iter().flat_map(|agent| {
+                let (v1, v2) = Self::versions(agent);
+                [(agent.clone(), v1), (agent.clone(), v2)]
+            }))
+            .unwrap();
+        for agent in &self.agents {
+            let (v1, v2) = Self::versions(agent);
+            router.promote(agent, &v1).unwrap();
+            router
+                .set_canary(agent, &v2, Weight::from_bps(500).unwrap())
+                .unwrap();
+        }
+        router
+    }
+
+    /// The deployments and the 95/5 route of every agent, for the baselines.
+    fn baseline_routes(&self) -> Vec<(AgentId, Vec<Arc<Deployment>>)> {
+        self.agents
+            .iter()
+            .map(|agent| {
+                let (v1, v2) = Self::versions(agent);
+                (
+                    agent.clone(),
+                    vec![Deployment::new(v1), Deployment::new(v2)],
+                )
+            })
+            .collect()
+    }
+}
+
+fn baseline_route(agent: &AgentId, deployments: &[Arc<Deployment>], canary: Weight) -> Route {
+    let split =
+        Split::canary(deployments[0].id.clone(), deployments[1].id.clone(), canary).unwrap();
+    Route::new(agent, &split, deployments)
+}
+
+fn baselines(fixture: &Fixture) -> (RwLockRouter, DashMapRouter, Vec<Vec<Arc<Deployment>>>) {
+    let rwlock = RwLockRouter::default();
+    let dashmap = DashMapRouter::default();
+    let mut all = Vec::new();
+    let canary = Weight::from_bps(500).unwrap();
+    for (agent, deployments) in fixture.baseline_routes() {
+        rwlock.set_route(agent.clone(), baseline_route(&agent, &deployments, canary));
+        dashmap.set_route(agent.clone(), baseline_route(&agent, &deployments, canary));
+        all.push(deployments);
+    }
+    (rwlock, dashmap, all)
+}
+
+fn route(c: &mut Criterion) {
+    let fixture = Fixture::new(AGENTS);
+    let router = fixture.caxton();
+    let (rwlock, dashmap, _) = baselines(&fixture);
+    let mut group = c.benchmark_group("route");
+
+    group.bench_function("caxton", |b| {
+        let mut reader = router.reader();
+        let mut i = 0usize;
+        b.iter(|| {
+            let (agent, session) = fixture.pair(i);
+            i = i.wrapping_add(1);
+            let decision = reader.route(agent, Some(session)).unwrap();
+            black_box(decision.deployment());
+        })
+    });
+    group.bench_function("caxton_shared", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let (agent, session) = fixture.pair(i);
+            i = i.wrapping_add(1);
+            let decision = router.route(agent, Some(session)).unwrap();
+            black_box(decision.deployment());
+        })
+    });
+    group.bench_function("rwlock_hashmap", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let (agent, session) = fixture.pair(i);
+            i = i.wrapping_add(1);
+            let guard = rwlock.route(agent, session).unwrap();
+            black_box(guard.deployment());
+        })
+    });
+    group.bench_function("dashmap", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let (agent, session) = fixture.pair(i);
+            i = i.wrapping_add(1);
+            let guard = dashmap.route(agent, session).unwrap();
+            black_box(guard.deployment());
+        })
+    });
+    group.finish();
+}
+
+/// Runs `READERS` routing threads for `iters` routes each while `change` runs every
+/// `WRITE_EVERY` on another thread; returns the mean time of a routing thread.
+fn contended<S>(
+    b: &mut criterion::Bencher<'_>,
+    fixture: &Fixture,
+    new_reader: impl Fn() -> S + Sync,
+    route_one: impl Fn(&mut S, &AgentId, &SessionId) + Sync,
+    change: impl Fn(usize) + Sync,
+) {
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                change(k);
+                k += 1;
+                thread::sleep(WRITE_EVERY);
+            }
+        });
+        b.iter_custom(|iters| {
+            let barrier = Barrier::new(READERS);
+            let total: Duration = thread::scope(|readers| {
+                let handles: Vec<_> = (0..READERS)
+                    .map(|t| {
+                        let (barrier, new_reader, route_one) = (&barrier, &new_reader, &route_one);
+                        readers.spawn(move || {
+                            let mut state = new_reader();
+                            barrier.wait();
+                            let start = Instant::now();
+                            for i in 0..iters as usize {
+                                let (agent, session) = fixture.pair(i * READERS + t);
+                                route_one(&mut state, agent, session);
+                            }
+                            start.elapsed()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            total / READERS as u32
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+fn route_contended(c: &mut Criterion) {
+    let fixture = Fixture::new(AGENTS);
+    let router = fixture.caxton();
+    let (rwlock, dashmap, deployments) = baselines(&fixture);
+    let mut group = c.benchmark_group("route_contended");
+
+    group.bench_function("caxton", |b| {
+        contended(
+            b,
+            &fixture,
+            || router.reader(),
+            |reader, agent, session| {
+                let decision = reader.route(agent, Some(session)).unwrap();
+                black_box(decision.deployment());
+            },
+            |k| {
+                let (agent, weight) = fixture.change(k);
+                let (_, v2) = Fixture::versions(agent);
+                router.set_canary(agent, &v2, weight).unwrap();
+            },
+        )
+    });
+    group.bench_function("rwlock_hashmap", |b| {
+        contended(
+            b,
+            &fixture,
+            || (),
+            |_, agent, session| {
+                let guard = rwlock.route(agent, session).unwrap();
+                black_box(guard.deployment());
+            },
+            |k| {
+                let (agent, weight) = fixture.change(k);
+                let index = k % fixture.agents.len();
+                rwlock.set_route(
+                    agent.clone(),
+                    baseline_route(agent, &deployments[index], weight),
+                );
+            },
+        )
+    });
+    group.bench_function("dashmap", |b| {
+        contended(
+            b,
+            &fixture,
+            || (),
+            |_, agent, session| {
+                let guard = dashmap.route(agent, session).unwrap();
+                black_box(guard.deployment());
+            },
+            |k| {
+                let (agent, weight) = fixture.change(k);
+                let index = k % fixture.agents.len();
+                dashmap.set_route(
+                    agent.clone(),
+                    baseline_route(agent, &deployments[index], weight),
+                );
+            },
+        )
+    });
+    group.finish();
+}
+
+fn rollback(c: &mut Criterion) {
+    let fixture = Fixture::new(ROLLBACK_AGENTS);
+    let router = fixture.caxton();
+    let canary = Weight::from_bps(1_000).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut group = c.benchmark_group("rollback");
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut reader = router.reader();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let (agent, session) = fixture.pair(i);
+                i = i.wrapping_add(1);
+                let decision = reader.route(agent, Some(session)).unwrap();
+                black_box(decision.deployment());
+            }
+        });
+        group.bench_function("caxton_10k_agents", |b| {
+            let mut k = 0usize;
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let agent = &fixture.agents[k % ROLLBACK_AGENTS];
+                    k = k.wrapping_add(7_919);
+                    let (_, v2) = Fixture::versions(agent);
+                    router.set_canary(agent, &v2, canary).unwrap();
+                    let start = Instant::now();
+                    router.rollback(agent).unwrap();
+                    timed += start.elapsed();
+                }
+                timed
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+    group.finish();
+}
+
+criterion_group!(benches, route, route_contended, rollback);
+criterion_main!(benches);

@@ -1,0 +1,178 @@
+//! What every subcommand shares: exit codes, the one-line reason for a command that
+//! could not run, `✓`/`✗`/`→` lines for people and JSON lines for machines.
+//!
+//! A subcommand's `run` returns [`Verdict`] or [`Failure`]; `main` turns that into the
+//! exit code of DESIGN.md's command-line contract with [`exit`].
+
+use std::fmt::Display;
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// What a command that ran concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Success: accepted, promoted, planned. Exit code 0.
+    Positive,
+    /// The verdict is negative: rejected, rolled back. Exit code 1.
+    Negative,
+}
+
+/// Why a command could not run (unreadable input, bad flags). Exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure(String);
+
+impl Failure {
+    /// A failure with this reason; only its first line is kept.
+    pub(crate) fn new(reason: impl Display) -> Self {
+        let reason = reason.to_string();
+        Failure(reason.lines().next().unwrap_or_default().trim().to_owned())
+    }
+
+    /// The reason, one line.
+    pub(crate) fn reason(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The outcome of a subcommand.
+pub(crate) type CommandResult = Result<Verdict, Failure>;
+
+/// Exit code 0 for success.
+pub(crate) const EXIT_SUCCESS: u8 = 0;
+/// Exit code 1 for a negative verdict.
+pub(crate) const EXIT_NEGATIVE: u8 = 1;
+/// Exit code 2 for a command that could not run.
+pub(crate) const EXIT_COULD_NOT_RUN: u8 = 2;
+
+/// The exit code for `result`; a failure's reason goes to standard error on one line.
+pub(crate) fn exit(result: CommandResult) -> ExitCode {
+    match result {
+        Ok(Verdict::Positive) => ExitCode::from(EXIT_SUCCESS),
+        Ok(Verdict::Negative) => ExitCode::from(EXIT_NEGATIVE),
+        Err(failure) => {
+            let _ = writeln!(io::stderr().lock(), "caxton: {}", failure.reason());
+            ExitCode::from(EXIT_COULD_NOT_RUN)
+        }
+    }
+}
+
+/// The mark a line for people starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// `✓`
+    Done,
+    /// `✗`
+    Failed,
+    /// `→`
+    Progress,
+}
+
+impl Mark {
+    pub(crate) fn symbol(self) -> &'static str {
+        match self {
+            Mark::Done => "✓",
+            Mark::Failed => "✗",
+            Mark::Progress => "→",
+        }
+    }
+}
+
+/// Writes to standard output, line by line, from any thread. A closed pipe (`caxton …
+/// | head`) ends the output quietly; any other write error is kept for the end.
+pub(crate) struct Printer {
+    out: Mutex<PrinterState>,
+}
+
+struct PrinterState {
+    closed: bool,
+    error: Option<io::Error>,
+}
+
+impl Printer {
+    pub(crate) fn new() -> Self {
+        Printer {
+            out: Mutex::new(PrinterState {
+                closed: false,
+                error: None,
+            }),
+        }
+    }
+
+    /// Writes one line.
+    pub(crate) fn line(&self, text: &str) {
+        let mut state = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if state.closed {
+            return;
+        }
+        let mut stdout = io::stdout().lock();
+        if let Err(error) = writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+            state.closed = true;
+            if error.kind() != io::ErrorKind::BrokenPipe {
+                state.error = Some(error);
+            }
+        }
+    }
+
+    /// `✓ text`, `✗ text` or `→ text`, after an optional prefix such as a time column.
+    pub(crate) fn mark(&self, prefix: &str, mark: Mark, text: &str) {
+        self.line(&format!("{prefix}{} {text}", mark.symbol()));
+    }
+
+    /// `→ text`; other marks go through [`mark`](Printer::mark).
+    pub(crate) fn progress(&self, text: &str) {
+        self.mark("", Mark::Progress, text);
+    }
+
+    /// One JSON object on one line.
+    pub(crate) fn json(&self, value: &impl Serialize) {
+        match serde_json::to_string(value) {
+            Ok(text) => self.line(&text),
+            Err(error) => {
+                let mut state = self.out.lock().unwrap_or_else(|p| p.into_inner());
+                state.error.get_or_insert(io::Error::other(error));
+            }
+        }
+    }
+
+    /// Whether every line was written (a closed pipe counts as written).
+    pub(crate) fn finish(&self) -> Result<(), Failure> {
+        let mut state = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        match state.error.take() {
+            Some(error) => Err(Failure::new(format!("could not write the output: {error}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads a text file, or standard input for `-`.
+pub(crate) fn read_text(path: &Path) -> Result<String, Failure> {
+    if path == Path::new("-") {
+        return io::read_to_string(io::stdin())
+            .map_err(|e| Failure::new(format!("cannot read standard input: {e}")));
+    }
+    std::fs::read_to_string(path)
+        .map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_keeps_one_line() {
+        let failure = Failure::new("first line\nsecond line");
+        assert_eq!(failure.reason(), "first line");
+    }
+
+    #[test]
+    fn marks_are_the_documented_symbols() {
+        assert_eq!(Mark::Done.symbol(), "✓");
+        assert_eq!(Mark::Failed.symbol(), "✗");
+        assert_eq!(Mark::Progress.symbol(), "→");
+        assert_eq!((EXIT_SUCCESS, EXIT_NEGATIVE, EXIT_COULD_NOT_RUN), (0, 1, 2));
+    }
+}

@@ -1,0 +1,92 @@
+//! `caxton simulate SPEC --baseline METRICS --candidate METRICS [--seed N] [--json]`:
+//! runs the rollout in virtual time against synthetic metrics and prints its timeline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use caxton_strategies::duration::HumanDuration;
+use caxton_strategies::event::{Mark as EventMark, RolloutEvent};
+use caxton_strategies::sim::{Simulation, SyntheticProfile};
+use caxton_strategies::{EventSink, Outcome};
+use clap::Args;
+
+use crate::output::{CommandResult, Failure, Mark, Printer, Verdict};
+use crate::plan::SpecArgs;
+
+/// Arguments of `caxton simulate`.
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// How the production version behaves, e.g. "error_rate=0.2%,p99=40ms,rps=50".
+    #[arg(long, value_name = "METRICS")]
+    baseline: String,
+    /// How the new version behaves, e.g. "error_rate=0.2%,p99=45ms".
+    #[arg(long, value_name = "METRICS")]
+    candidate: String,
+    /// Seed of the synthetic metrics; the same seed gives the same timeline.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON event per line, the last one `finished`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints each event as it happens.
+struct Timeline {
+    printer: Printer,
+    json: bool,
+}
+
+impl EventSink for Timeline {
+    fn emit(&self, event: &RolloutEvent) {
+        if self.json {
+            self.printer.json(event);
+            return;
+        }
+        let at = HumanDuration(Duration::from_secs_f64(event.at_s.max(0.0))).to_string();
+        for line in event.human_lines() {
+            let mark = match line.mark {
+                EventMark::Done => Mark::Done,
+                EventMark::Failed => Mark::Failed,
+                EventMark::Progress => Mark::Progress,
+            };
+            self.printer.mark(&format!("{at:>8}  "), mark, &line.text);
+        }
+    }
+}
+
+fn profile(flag: &str, text: &str) -> Result<SyntheticProfile, Failure> {
+    text.parse()
+        .map_err(|e| Failure::new(format!("{flag}: {e}")))
+}
+
+/// Runs the simulation: exit 0 when promoted, 1 when rolled back or aborted.
+pub(crate) fn run(args: SimulateArgs) -> CommandResult {
+    let spec = args.spec.load()?;
+    let baseline = profile("--baseline", &args.baseline)?;
+    let candidate = profile("--candidate", &args.candidate)?;
+    let timeline = Arc::new(Timeline {
+        printer: Printer::new(),
+        json: args.json,
+    });
+    if !args.json {
+        timeline.printer.progress(&format!(
+            "Simulating {} from {} in virtual time (seed {}): baseline {}; candidate {}",
+            spec.strategy.name(),
+            args.spec.describe(),
+            args.seed,
+            args.baseline,
+            args.candidate
+        ));
+    }
+    let report = Simulation::new(spec, baseline, candidate)
+        .seed(args.seed)
+        .run_blocking(Some(timeline.clone()))
+        .map_err(Failure::new)?;
+    timeline.printer.finish()?;
+    Ok(match report.outcome {
+        Outcome::Promoted => Verdict::Positive,
+        Outcome::RolledBack { .. } | Outcome::Aborted { .. } => Verdict::Negative,
+    })
+}

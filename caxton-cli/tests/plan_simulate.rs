@@ -1,0 +1,309 @@
+//! `caxton plan` and `caxton simulate`, run as a user would: the built binary, its exit
+//! codes, its standard output and its one-line errors.
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const SPEC: &str = "
+deployment:
+  strategy: canary
+  stages:
+    - validate: 30s
+    - canary: { weight: 5%, hold: 5m }
+    - canary: { weight: 25%, hold: 10m }
+    - canary: { weight: 50%, hold: 10m }
+    - full: 100%
+  rollback_on:
+    - error_rate > 1%
+    - p99_latency > 100ms
+";
+
+fn caxton(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_caxton"))
+        .args(args)
+        .output()
+        .expect("the caxton binary runs")
+}
+
+fn spec_file(text: &str, extension: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(extension)
+        .tempfile()
+        .unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+fn json_lines(output: &Output) -> Vec<Value> {
+    stdout(output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+fn assert_could_not_run(output: &Output, mentions: &[&str]) {
+    assert_eq!(output.status.code(), Some(2), "stderr: {}", stderr(output));
+    let err = stderr(output);
+    assert_eq!(err.lines().count(), 1, "one line on stderr: {err:?}");
+    for text in mentions {
+        assert!(err.contains(text), "{err:?} does not mention {text:?}");
+    }
+    assert!(
+        output.stdout.is_empty(),
+        "nothing on stdout: {}",
+        stdout(output)
+    );
+}
+
+#[test]
+fn plan_prints_the_timeline_of_a_yaml_spec() {
+    let spec = spec_file(SPEC, ".yaml");
+    let output = caxton(&["plan", spec.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("→ Plan: canary rollout, 25m30s"), "{text}");
+    assert!(
+        text.contains("error_rate > 1% or p99_latency > 100ms"),
+        "{text}"
+    );
+    assert!(text.contains("     5m  canary 25% for 10m"), "{text}");
+    assert!(text.contains("    25m  promote to 100%"), "{text}");
+}
+
+#[test]
+fn plan_json_is_one_object_with_the_steps() {
+    let spec = spec_file(
+        &SPEC.replace("canary\n", "canary\n  check_interval: 30s\n"),
+        ".yml",
+    );
+    let output = caxton(&["plan", spec.path().to_str().unwrap(), "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    assert_eq!(lines.len(), 1);
+    let plan = &lines[0];
+    assert_eq!(plan["strategy"], "canary");
+    assert_eq!(plan["check_interval_s"], 30.0);
+    let stages: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages[..3],
+        ["canary.5_percent", "canary.25_percent", "canary.50_percent"]
+    );
+    assert_eq!(plan["steps"][2]["starts_at_s"], 900.0);
+    assert_eq!(plan["nominal_duration_s"], 1530.0);
+}
+
+#[test]
+fn plan_reads_json_specs_and_the_compact_flags() {
+    let json = spec_file(r#"{"deployment": {"strategy": "blue-green"}}"#, ".json");
+    let output = caxton(&["plan", json.path().to_str().unwrap(), "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(json_lines(&output)[0]["strategy"], "blue-green");
+    let output = caxton(&[
+        "plan",
+        "--canary-stages",
+        "10:1m,50:2m",
+        "--rollback-on",
+        "error_rate>2%",
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let plan = &json_lines(&output)[0];
+    assert_eq!(plan["steps"][1]["percentage"], 50.0);
+    assert_eq!(plan["rollback_on"][0], "error_rate > 2%");
+}
+
+#[test]
+fn plan_of_a_wrong_spec_exits_2_naming_the_place() {
+    let spec = spec_file(
+        &SPEC.replace(
+            "hold: 10m }\n    - canary: { weight: 50%",
+            "hold: 10q }\n    - canary: { weight: 50%",
+        ),
+        ".yaml",
+    );
+    let output = caxton(&["plan", spec.path().to_str().unwrap()]);
+    assert_could_not_run(
+        &output,
+        &[
+            "deployment.stages[2].canary.hold",
+            "line 7",
+            "unknown unit \"q\"",
+        ],
+    );
+    let spec = spec_file(
+        "deployment:\n  strategy: canary\n  rollback_on: [error_rate > 1%%]\n",
+        ".yaml",
+    );
+    let output = caxton(&["plan", spec.path().to_str().unwrap()]);
+    assert_could_not_run(&output, &["deployment.rollback_on[0]", "byte 15"]);
+}
+
+#[test]
+fn plan_needs_a_spec_it_can_read() {
+    assert_could_not_run(&caxton(&["plan"]), &["no rollout spec"]);
+    assert_could_not_run(
+        &caxton(&["plan", "/nonexistent/spec.yaml"]),
+        &["cannot read /nonexistent/spec.yaml"],
+    );
+    assert_could_not_run(
+        &caxton(&["plan", "--rollback-on", "error_rate>>1%"]),
+        &["--rollback-on", "byte 11"],
+    );
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line() {
+    assert_could_not_run(&caxton(&["simulate", "--frobnicate"]), &["--frobnicate"]);
+    assert_could_not_run(&caxton(&["launch"]), &["launch"]);
+    let help = caxton(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("simulate"));
+}
+
+#[test]
+fn simulate_promotes_a_healthy_candidate_with_exit_0_and_json_events() {
+    let spec = spec_file(SPEC, ".yaml");
+    let output = caxton(&[
+        "simulate",
+        spec.path().to_str().unwrap(),
+        "--baseline",
+        "error_rate=0.2%,p99=40ms,rps=50",
+        "--candidate",
+        "error_rate=0.2%,p99=40ms",
+        "--seed",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let events = json_lines(&output);
+    for event in &events {
+        assert!(event["at_s"].is_number(), "{event}");
+        assert!(event["event"].is_string(), "{event}");
+    }
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "finished");
+    assert_eq!(last["outcome"], "promoted");
+    assert!(last.get("reason").is_none());
+    assert_eq!(last["at_s"], 1500.0);
+    let percentages: Vec<f64> = events
+        .iter()
+        .filter(|e| e["event"] == "stage_started")
+        .map(|e| e["percentage"].as_f64().unwrap())
+        .collect();
+    assert_eq!(percentages, [5.0, 25.0, 50.0]);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["deployment_id"] == "candidate" && e["agent_id"] == "simulated-agent")
+    );
+}
+
+#[test]
+fn simulate_rolls_back_a_failing_candidate_with_exit_1() {
+    let spec = spec_file(SPEC, ".yaml");
+    let output = caxton(&[
+        "simulate",
+        spec.path().to_str().unwrap(),
+        "--baseline",
+        "error_rate=0.2%,p99=40ms,rps=50",
+        "--candidate",
+        "error_rate=4%,p99=40ms",
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let events = json_lines(&output);
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "finished");
+    assert_eq!(last["outcome"], "rolled_back");
+    assert!(
+        last["reason"].as_str().unwrap().contains("error_rate"),
+        "{last}"
+    );
+    assert!(events.iter().any(|e| e["event"] == "rolled_back"));
+}
+
+#[test]
+fn simulate_prints_a_timeline_for_people() {
+    let output = caxton(&[
+        "simulate",
+        "--canary-stages",
+        "5:5m,25:10m,50:10m",
+        "--rollback-on",
+        "error_rate>1%,p99>100ms",
+        "--baseline",
+        "error_rate=0.2%,p99=40ms,rps=50",
+        "--candidate",
+        "error_rate=0.2%,p99=40ms",
+        "--seed",
+        "4",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("0s  ✓ Canary 5% started"), "{text}");
+    assert!(text.contains("0s  → Monitoring for 5 minutes..."), "{text}");
+    assert!(text.contains("5m  ✓ Error rate: "), "{text}");
+    assert!(text.contains("5m  ✓ Canary 25% started"), "{text}");
+    assert!(
+        text.contains("25m  ✓ Finished: promoted after 25m"),
+        "{text}"
+    );
+}
+
+#[test]
+fn simulate_is_reproducible_for_a_seed() {
+    let args = [
+        "simulate",
+        "--canary-stages",
+        "5:5m,25:10m",
+        "--rollback-on",
+        "error_rate>1%",
+        "--baseline",
+        "error_rate=0.5%,p99=40ms,rps=20",
+        "--candidate",
+        "error_rate=0.8%,p99=50ms",
+        "--seed",
+        "42",
+        "--json",
+    ];
+    let first = caxton(&args);
+    let second = caxton(&args);
+    assert_eq!(first.stdout, second.stdout);
+    assert_eq!(first.status.code(), second.status.code());
+}
+
+#[test]
+fn simulate_with_bad_metrics_exits_2_naming_the_flag_and_position() {
+    let output = caxton(&[
+        "simulate",
+        "--rollback-on",
+        "error_rate>1%",
+        "--baseline",
+        "error_rate=0.2%,p99=40",
+        "--candidate",
+        "error_rate=0.2%",
+    ]);
+    assert_could_not_run(&output, &["--baseline", "byte 20", "`ms`"]);
+    let output = caxton(&[
+        "simulate",
+        "--rollback-on",
+        "error_rate>1%",
+        "--baseline",
+        "rps=5",
+    ]);
+    assert_could_not_run(&output, &["--candidate"]);
+}

@@ -1,0 +1,351 @@
+//! The canary strategy.
+
+use caxton_core::{DeploymentId, Split, Timestamp, Weight};
+
+use super::common::{Core, FinalDrain, PreflightStep, stage_label};
+use crate::config::{CanaryConfig, ConfigError};
+use crate::event::EventKind;
+use crate::judge::Verdict;
+use crate::strategy::{Directive, Outcome, Reason, ReasonKind, StepInput, Strategy};
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Preflight,
+    /// Validated and warm; held by a pause before the first step.
+    Ready,
+    Step {
+        index: usize,
+        hold_until: Timestamp,
+        extended: std::time::Duration,
+    },
+    Cleanup {
+        until: Timestamp,
+    },
+    Draining(FinalDrain),
+    Done,
+}
+
+/// Moves traffic to the candidate in weighted steps. Each step holds; rollback conditions
+/// are checked every interval; before each increase the candidate must have handled
+/// enough requests and the judge must find no regression against the baseline. Too
+/// little data or an inconclusive judgement extends the hold, up to a limit, then the
+/// rollout pauses for a person; it never promotes or rolls back on no data.
+#[derive(Debug, Clone)]
+pub struct Canary {
+    config: CanaryConfig,
+    core: Core,
+    phase: Phase,
+}
+
+/// The stage name of a canary step: `canary.5_percent`, `canary.12_5_percent`.
+pub fn canary_stage_name(weight: Weight) -> String {
+    let text = weight.to_string();
+    format!(
+        "canary.{}_percent",
+        text.trim_end_matches('%').replace('.', "_")
+    )
+}
+
+impl Canary {
+    /// A canary with `config`.
+    pub fn new(config: CanaryConfig) -> Result<Self, ConfigError> {
+        config.gates.validate()?;
+        Ok(Canary {
+            config,
+            core: Core::new(),
+            phase: Phase::Preflight,
+        })
+    }
+
+    fn start_step(&mut self, index: usize, input: &StepInput<'_>, out: &mut Vec<Directive>) {
+        let Some(baseline) = input.context.baseline.clone() else {
+            return self.promote(input, out);
+        };
+        let Some(step) = self.config.steps.steps().get(index).copied() else {
+            return self.promote(input, out);
+        };
+        match Split::canary(baseline, input.context.candidate.clone(), step.weight) {
+            Ok(split) => out.push(Directive::SetSplit(split)),
+            Err(error) => {
+                // The steps are checked on construction, so this means distinct ids collide.
+                let reason = Reason::new(ReasonKind::Infrastructure, error.to_string());
+                return self.core.abort(reason, true, out);
+            }
+        }
+        out.push(Directive::Emit(EventKind::StageStarted {
+            stage: canary_stage_name(step.weight),
+            percentage: Some(step.weight.percent()),
+            hold_s: Some(step.hold.as_secs_f64()),
+        }));
+        self.core.reset_windows(input.now, true);
+        let hold_until = input.now + step.hold;
+        self.phase = Phase::Step {
+            index,
+            hold_until,
+            extended: std::time::Duration::ZERO,
+        };
+        out.push(Directive::WaitUntil(
+            hold_until.min(input.now + self.config.gates.check_interval),
+        ));
+    }
+
+    fn promote(&mut self, input: &StepInput<'_>, out: &mut Vec<Directive>) {
+        out.push(Directive::Promote);
+        self.core.reset_windows(input.now, false);
+        let Some(baseline) = input.context.baseline.clone() else {
+            self.core.finished = true;
+            self.phase = Phase::Done;
+            out.push(Directive::Finish(Outcome::Promoted));
+            return;
+        };
+        if self.config.cleanup.is_zero() {
+            self.start_drain(baseline, input, out);
+        } else {
+            out.push(Directive::Emit(EventKind::StageStarted {
+                stage: "canary.cleanup".to_owned(),
+                percentage: Some(100.0),
+                hold_s: Some(self.config.cleanup.as_secs_f64()),
+            }));
+            let until = input.now + self.config.cleanup;
+            self.phase = Phase::Cleanup { until };
+            out.push(Directive::WaitUntil(
+                until.min(input.now + self.config.gates.check_interval),
+            ));
+        }
+    }
+
+    fn start_drain(
+        &mut self,
+        baseline: DeploymentId,
+        input: &StepInput<'_>,
+        out: &mut Vec<Directive>,
+    ) {
+        let deadline = input.now + self.config.gates.drain_timeout;
+        let drain = FinalDrain::start(vec![baseline], deadline, out);
+        self.phase = Phase::Draining(drain);
+        // Look again at once: a deployment with nothing in flight is drained already.
+        out.push(Directive::WaitUntil(input.now));
+    }
+
+    /// At the end of a hold: decide whether to go on, hold longer, pause or roll back.
+    fn gate(
+        &mut self,
+        index: usize,
+        extended: std::time::Duration,
+        stage: &str,
+        input: &StepInput<'_>,
+        out: &mut Vec<Directive>,
+    ) {
+        let gates = &self.config.gates;
+        let needs_more = if !self.core.enough_data(gates) {
+            Some(format!(
+                "only {} of the {} requests needed to judge {}",
+                self.core.candidate.requests,
+                gates.min_requests,
+                stage_label(stage)
+            ))
+        } else {
+            None
+        };
+        let judgement = match (&needs_more, &gates.judge) {
+            (None, Some(judge)) => Some(judge.compare(
+                &self.core.candidate.latency_ms,
+                &self.core.baseline.latency_ms,
+            )),
+            _ => None,
+        };
+        if let Some(judgement) = &judgement
+            && judgement.verdict == Verdict::Fail
+        {
+            out.push(Directive::Emit(EventKind::Judged {
+                stage: stage.to_owned(),
+                metric: "latency".to_owned(),
+                judgement: judgement.clone(),
+            }));
+            let reason = Reason::new(
+                ReasonKind::Judge,
+                format!("latency at {}: {}", stage_label(stage), judgement.reason),
+            );
+            return self.core.roll_back(reason, out);
+        }
+        let wait_reason = needs_more.or_else(|| {
+            judgement
+                .as_ref()
+                .filter(|j| j.verdict == Verdict::Inconclusive)
+                .map(|j| format!("judge inconclusive: {}", j.reason))
+        });
+        if let Some(reason) = wait_reason {
+            let step = gates.check_interval;
+            if extended + step <= gates.max_extension {
+                out.push(Directive::Emit(EventKind::HoldExtended {
+                    stage: stage.to_owned(),
+                    extended_by_s: step.as_secs_f64(),
+                    reason,
+                }));
+                let hold_until = input.now + step;
+                self.phase = Phase::Step {
+                    index,
+                    hold_until,
+                    extended: extended + step,
+                };
+                out.push(Directive::WaitUntil(hold_until));
+            } else {
+                self.core.pause(input.now, &reason, out);
+                out.push(Directive::WaitUntil(self.core.pause_wake(input.now, gates)));
+            }
+            return;
+        }
+        // The step passed: report and move on.
+        out.push(self.core.metrics_event(stage, true));
+        for check in self.core.checks(gates) {
+            out.push(Directive::Emit(EventKind::checked(stage, &check)));
+        }
+        if let Some(judgement) = judgement {
+            out.push(Directive::Emit(EventKind::Judged {
+                stage: stage.to_owned(),
+                metric: "latency".to_owned(),
+                judgement,
+            }));
+        }
+        self.start_step(index + 1, input, out);
+    }
+}
+
+impl Strategy for Canary {
+    fn name(&self) -> &str {
+        "canary"
+    }
+
+    fn step(&mut self, input: StepInput<'_>) -> Vec<Directive> {
+        let mut out = Vec::new();
+        if self.core.finished {
+            return out;
+        }
+        let serving = !matches!(self.phase, Phase::Preflight);
+        let effects = self.core.commands(&input, &mut out);
+        if let Phase::Draining(_) = self.phase {
+            self.core.ignore_commands_while_draining(&effects, &mut out);
+        } else if let Some(reason) = effects.abort {
+            let reason = Reason::new(ReasonKind::Operator, format!("aborted: {reason}"));
+            self.core.abort(reason, serving, &mut out);
+            return out;
+        }
+        let gates = self.config.gates.clone();
+        match self.phase.clone() {
+            Phase::Preflight => match self
+                .core
+                .preflight(&self.config.preflight, &input, &mut out)
+            {
+                PreflightStep::Waiting => {}
+                PreflightStep::Refused(reason) => self.core.refuse(reason, &mut out),
+                PreflightStep::Ready if self.core.pause.is_some() => {
+                    self.phase = Phase::Ready;
+                    out.push(Directive::WaitUntil(
+                        self.core.pause_wake(input.now, &gates),
+                    ));
+                }
+                PreflightStep::Ready => self.start_step(0, &input, &mut out),
+            },
+            Phase::Ready => {
+                if effects.promote_fully {
+                    self.promote(&input, &mut out);
+                } else if self.core.pause.is_none() {
+                    self.start_step(0, &input, &mut out);
+                } else if let Some(reason) = self.core.pause_expired(input.now, &gates) {
+                    self.core.abort(reason, true, &mut out);
+                } else {
+                    out.push(Directive::WaitUntil(
+                        self.core.pause_wake(input.now, &gates),
+                    ));
+                }
+            }
+            Phase::Step {
+                index,
+                mut hold_until,
+                extended,
+            } => {
+                self.core.observe(&input);
+                let weight = self.config.steps.steps()[index].weight;
+                let stage = canary_stage_name(weight);
+                if let Some(reason) = self.core.breach(&gates, &stage, &mut out) {
+                    self.core.roll_back(reason, &mut out);
+                    return out;
+                }
+                if let Some(paused) = effects.resumed_after {
+                    hold_until = hold_until + paused;
+                    // A person chose to go on: give the step a fresh round of extensions.
+                    self.phase = Phase::Step {
+                        index,
+                        hold_until,
+                        extended: std::time::Duration::ZERO,
+                    };
+                }
+                if effects.promote_fully {
+                    self.promote(&input, &mut out);
+                } else if effects.promote_step {
+                    self.start_step(index + 1, &input, &mut out);
+                } else if self.core.pause.is_some() {
+                    if let Some(reason) = self.core.pause_expired(input.now, &gates) {
+                        self.core.abort(reason, true, &mut out);
+                    } else {
+                        out.push(Directive::WaitUntil(
+                            self.core.pause_wake(input.now, &gates),
+                        ));
+                    }
+                } else if input.now < hold_until {
+                    out.push(Directive::WaitUntil(
+                        hold_until.min(input.now + gates.check_interval),
+                    ));
+                } else {
+                    let extended = match &self.phase {
+                        Phase::Step { extended, .. } => *extended,
+                        _ => extended,
+                    };
+                    self.gate(index, extended, &stage, &input, &mut out);
+                }
+            }
+            Phase::Cleanup { mut until } => {
+                self.core.observe(&input);
+                if let Some(reason) = self.core.breach(&gates, "canary.cleanup", &mut out) {
+                    self.core.roll_back(reason, &mut out);
+                    return out;
+                }
+                if let Some(paused) = effects.resumed_after {
+                    until = until + paused;
+                    self.phase = Phase::Cleanup { until };
+                }
+                let go = effects.promote_fully
+                    || effects.promote_step
+                    || (self.core.pause.is_none() && input.now >= until);
+                match input.context.baseline.clone() {
+                    Some(baseline) if go => self.start_drain(baseline, &input, &mut out),
+                    None => {
+                        self.core.finished = true;
+                        out.push(Directive::Finish(Outcome::Promoted));
+                    }
+                    Some(_) => {
+                        if let Some(reason) = self.core.pause_expired(input.now, &gates) {
+                            self.core.abort(reason, true, &mut out);
+                        } else if self.core.pause.is_some() {
+                            out.push(Directive::WaitUntil(
+                                self.core.pause_wake(input.now, &gates),
+                            ));
+                        } else {
+                            out.push(Directive::WaitUntil(
+                                until.min(input.now + gates.check_interval),
+                            ));
+                        }
+                    }
+                }
+            }
+            Phase::Draining(drain) => {
+                self.phase = match self.core.drain_step(drain, &input, &mut out) {
+                    Some(drain) => Phase::Draining(drain),
+                    None => Phase::Done,
+                };
+            }
+            Phase::Done => {}
+        }
+        out
+    }
+}

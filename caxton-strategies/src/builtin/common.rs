@@ -1,0 +1,415 @@
+//! What the built-in strategies share: preflight, operator commands, pauses, windows and
+//! rollback checks.
+
+use std::time::Duration;
+
+use caxton_core::{DeploymentId, MetricWindow, Timestamp};
+
+use crate::condition::{Check, CheckStatus};
+use crate::config::{Gates, Preflight};
+use crate::event::{EventKind, MetricsSummary};
+use crate::strategy::{Command, Directive, Outcome, Reason, ReasonKind, StepInput};
+
+/// Where validation and warm-up stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PreflightPhase {
+    NotStarted,
+    Validating,
+    WarmingUp,
+    Ready,
+}
+
+/// What the preflight did in this step.
+pub(crate) enum PreflightStep {
+    /// A result is awaited; the directives ask for it.
+    Waiting,
+    /// The candidate is validated and warm.
+    Ready,
+    /// The candidate was refused.
+    Refused(Reason),
+}
+
+/// What the operator's commands of this step amount to.
+#[derive(Debug, Default)]
+pub(crate) struct CommandEffects {
+    pub abort: Option<String>,
+    pub promote_step: bool,
+    pub promote_fully: bool,
+    /// How long the pause that just ended lasted.
+    pub resumed_after: Option<Duration>,
+}
+
+/// Why and since when a rollout is paused.
+#[derive(Debug, Clone)]
+pub(crate) struct Pause {
+    pub since: Timestamp,
+    pub reason: String,
+}
+
+/// State every built-in strategy keeps.
+#[derive(Debug, Clone)]
+pub(crate) struct Core {
+    pub preflight: PreflightPhase,
+    pub pause: Option<Pause>,
+    pub candidate: MetricWindow,
+    pub baseline: MetricWindow,
+    pub finished: bool,
+}
+
+impl Core {
+    pub(crate) fn new() -> Self {
+        Core {
+            preflight: PreflightPhase::NotStarted,
+            pause: None,
+            candidate: MetricWindow::default(),
+            baseline: MetricWindow::default(),
+            finished: false,
+        }
+    }
+
+    /// Runs validation, then warm-up.
+    pub(crate) fn preflight(
+        &mut self,
+        limits: &Preflight,
+        input: &StepInput<'_>,
+        out: &mut Vec<Directive>,
+    ) -> PreflightStep {
+        match self.preflight {
+            PreflightPhase::NotStarted => {
+                self.preflight = PreflightPhase::Validating;
+                out.push(Directive::Validate {
+                    timeout: limits.validate,
+                });
+                PreflightStep::Waiting
+            }
+            PreflightPhase::Validating => match &input.observations.validation {
+                Some(verdict) if verdict.passed => {
+                    self.preflight = PreflightPhase::WarmingUp;
+                    out.push(Directive::WarmUp {
+                        timeout: limits.warm_up,
+                    });
+                    PreflightStep::Waiting
+                }
+                Some(verdict) => PreflightStep::Refused(Reason::new(
+                    ReasonKind::Validation,
+                    format!("validation failed: {}", verdict.summary),
+                )),
+                None => PreflightStep::Refused(Reason::new(
+                    ReasonKind::Validation,
+                    "validation produced no verdict",
+                )),
+            },
+            PreflightPhase::WarmingUp => match &input.observations.warm_up {
+                Some(report) if report.ready => {
+                    self.preflight = PreflightPhase::Ready;
+                    PreflightStep::Ready
+                }
+                Some(report) => PreflightStep::Refused(Reason::new(
+                    ReasonKind::WarmUp,
+                    format!("warm-up failed: {}", report.detail),
+                )),
+                None => PreflightStep::Refused(Reason::new(
+                    ReasonKind::WarmUp,
+                    "warm-up produced no result",
+                )),
+            },
+            PreflightPhase::Ready => PreflightStep::Ready,
+        }
+    }
+
+    /// Applies pause and resume; reports what else the commands ask for.
+    pub(crate) fn commands(
+        &mut self,
+        input: &StepInput<'_>,
+        out: &mut Vec<Directive>,
+    ) -> CommandEffects {
+        let mut effects = CommandEffects::default();
+        for command in input.commands {
+            match command {
+                Command::Pause => {
+                    if self.pause.is_none() {
+                        self.pause(input.now, "paused by an operator", out);
+                    }
+                }
+                Command::Resume => {
+                    if let Some(paused) = self.resume(input.now, out) {
+                        effects.resumed_after =
+                            Some(effects.resumed_after.unwrap_or_default() + paused);
+                    }
+                }
+                Command::PromoteStep => effects.promote_step = true,
+                Command::PromoteFully => effects.promote_fully = true,
+                Command::Abort { reason } => effects.abort = Some(reason.clone()),
+            }
+        }
+        // Promoting is a decision: it ends a pause.
+        if (effects.promote_step || effects.promote_fully)
+            && let Some(paused) = self.resume(input.now, out)
+        {
+            effects.resumed_after = Some(effects.resumed_after.unwrap_or_default() + paused);
+        }
+        effects
+    }
+
+    pub(crate) fn pause(&mut self, now: Timestamp, reason: &str, out: &mut Vec<Directive>) {
+        self.pause = Some(Pause {
+            since: now,
+            reason: reason.to_owned(),
+        });
+        out.push(Directive::Emit(EventKind::Paused {
+            reason: reason.to_owned(),
+        }));
+    }
+
+    fn resume(&mut self, now: Timestamp, out: &mut Vec<Directive>) -> Option<Duration> {
+        let pause = self.pause.take()?;
+        out.push(Directive::Emit(EventKind::Resumed));
+        Some(now - pause.since)
+    }
+
+    /// Whether the pause has waited longer than `gates.pause_timeout`; if so, the abort.
+    pub(crate) fn pause_expired(&self, now: Timestamp, gates: &Gates) -> Option<Reason> {
+        let pause = self.pause.as_ref()?;
+        (now - pause.since >= gates.pause_timeout).then(|| {
+            Reason::new(
+                ReasonKind::PauseTimeout,
+                format!(
+                    "paused for {} with no decision ({})",
+                    crate::duration::HumanDuration(gates.pause_timeout),
+                    pause.reason
+                ),
+            )
+        })
+    }
+
+    /// When a paused rollout should look again.
+    pub(crate) fn pause_wake(&self, now: Timestamp, gates: &Gates) -> Timestamp {
+        let next_check = now + gates.check_interval;
+        match &self.pause {
+            Some(pause) => next_check.min(pause.since + gates.pause_timeout),
+            None => next_check,
+        }
+    }
+
+    /// Adds this step's windows of candidate and baseline to the accumulated ones.
+    pub(crate) fn observe(&mut self, input: &StepInput<'_>) {
+        let observations = input.observations;
+        if let Some(window) = observations.window(&input.context.candidate) {
+            crate::strategy::merge_window(&mut self.candidate, window);
+        }
+        if let Some(baseline) = &input.context.baseline
+            && let Some(window) = observations.window(baseline)
+        {
+            crate::strategy::merge_window(&mut self.baseline, window);
+        }
+    }
+
+    /// Starts accumulating the candidate afresh (and the baseline too, with `both`).
+    pub(crate) fn reset_windows(&mut self, now: Timestamp, both: bool) {
+        self.candidate = MetricWindow::empty(now, now);
+        if both {
+            self.baseline = MetricWindow::empty(now, now);
+        }
+    }
+
+    /// Whether the candidate handled enough requests for conditions to decide.
+    pub(crate) fn enough_data(&self, gates: &Gates) -> bool {
+        self.candidate.requests >= gates.min_requests.max(1)
+    }
+
+    /// Every rollback condition on the accumulated windows.
+    pub(crate) fn checks(&self, gates: &Gates) -> Vec<Check> {
+        gates
+            .rollback_on
+            .iter()
+            .map(|c| c.check(&self.candidate, Some(&self.baseline)))
+            .collect()
+    }
+
+    /// The rollback directives if a condition holds on enough data.
+    pub(crate) fn breach(
+        &self,
+        gates: &Gates,
+        stage: &str,
+        out: &mut Vec<Directive>,
+    ) -> Option<Reason> {
+        if !self.enough_data(gates) {
+            return None;
+        }
+        let checks = self.checks(gates);
+        let breached: Vec<&Check> = checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Breached)
+            .collect();
+        if breached.is_empty() {
+            return None;
+        }
+        for check in &checks {
+            out.push(Directive::Emit(EventKind::checked(stage, check)));
+        }
+        let what: Vec<String> = breached
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} {} {}",
+                    c.condition.metric,
+                    c.observed
+                        .map(|v| c.condition.metric.format_value(v))
+                        .unwrap_or_default(),
+                    c.condition.comparison.symbol(),
+                    c.limit
+                        .map(|v| c.condition.metric.format_value(v))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        Some(Reason::new(
+            ReasonKind::Condition,
+            format!("{} at {}", what.join(", "), stage_label(stage)),
+        ))
+    }
+
+    /// A `metrics` event for the stage that ends.
+    pub(crate) fn metrics_event(&self, stage: &str, with_baseline: bool) -> Directive {
+        Directive::Emit(EventKind::Metrics {
+            stage: stage.to_owned(),
+            candidate: MetricsSummary::of(&self.candidate),
+            baseline: with_baseline.then(|| MetricsSummary::of(&self.baseline)),
+        })
+    }
+
+    /// Ends the rollout by rolling back.
+    pub(crate) fn roll_back(&mut self, reason: Reason, out: &mut Vec<Directive>) {
+        self.finished = true;
+        out.push(Directive::RollBack {
+            reason: reason.clone(),
+        });
+        out.push(Directive::Finish(Outcome::RolledBack { reason }));
+    }
+
+    /// Ends the rollout by aborting; traffic goes back to the baseline if it had moved.
+    pub(crate) fn abort(&mut self, reason: Reason, serving: bool, out: &mut Vec<Directive>) {
+        self.finished = true;
+        if serving {
+            out.push(Directive::RollBack {
+                reason: reason.clone(),
+            });
+        }
+        out.push(Directive::Finish(Outcome::Aborted { reason }));
+    }
+
+    /// Ends the rollout because the candidate was refused before it served.
+    pub(crate) fn refuse(&mut self, reason: Reason, out: &mut Vec<Directive>) {
+        self.finished = true;
+        out.push(Directive::Finish(Outcome::RolledBack { reason }));
+    }
+}
+
+/// `canary 5%` from `canary.5_percent`, for reasons.
+pub(crate) fn stage_label(stage: &str) -> String {
+    match stage.strip_prefix("canary.") {
+        Some(rest) => match rest.strip_suffix("_percent") {
+            Some(pct) => format!("canary {}%", pct.replace('_', ".")),
+            None => format!("canary {rest}"),
+        },
+        None => stage.replace(['.', '_'], " "),
+    }
+}
+
+/// Where the old deployments stand during the final drain.
+#[derive(Debug, Clone)]
+pub(crate) struct FinalDrain {
+    pub pending: Vec<DeploymentId>,
+    pub deadline: Timestamp,
+}
+
+impl FinalDrain {
+    /// Starts draining `old` deployments; closes them by `deadline` at the latest.
+    pub(crate) fn start(
+        old: Vec<DeploymentId>,
+        deadline: Timestamp,
+        out: &mut Vec<Directive>,
+    ) -> Self {
+        for deployment in &old {
+            out.push(Directive::Drain {
+                deployment: deployment.clone(),
+            });
+        }
+        FinalDrain {
+            pending: old,
+            deadline,
+        }
+    }
+
+    /// Retires what has drained (or everything, past the deadline); `true` when done.
+    pub(crate) fn advance(&mut self, input: &StepInput<'_>, out: &mut Vec<Directive>) -> bool {
+        let past_deadline = input.now >= self.deadline;
+        self.pending.retain(|deployment| {
+            let empty = input
+                .observations
+                .drains
+                .get(deployment)
+                .is_some_and(|status| status.is_empty());
+            if empty || past_deadline {
+                out.push(Directive::Retire {
+                    deployment: deployment.clone(),
+                    forced: !empty,
+                });
+                false
+            } else {
+                true
+            }
+        });
+        self.pending.is_empty()
+    }
+}
+
+impl Core {
+    /// One step of the final drain: retires what has drained and finishes once nothing
+    /// is left. Returns the drain still under way.
+    pub(crate) fn drain_step(
+        &mut self,
+        mut drain: FinalDrain,
+        input: &StepInput<'_>,
+        out: &mut Vec<Directive>,
+    ) -> Option<FinalDrain> {
+        if drain.advance(input, out) {
+            self.finished = true;
+            out.push(Directive::Finish(Outcome::Promoted));
+            None
+        } else {
+            out.push(Directive::WaitUntil(
+                drain.deadline.min(input.now + Duration::from_secs(1)),
+            ));
+            Some(drain)
+        }
+    }
+
+    /// Commands during the final drain: the candidate is promoted, so there is nothing
+    /// left to pause or abort.
+    pub(crate) fn ignore_commands_while_draining(
+        &mut self,
+        effects: &CommandEffects,
+        out: &mut Vec<Directive>,
+    ) {
+        if self.pause.take().is_some() || effects.abort.is_some() {
+            out.push(Directive::Emit(EventKind::Warning {
+                message: "command ignored: the candidate is promoted and the old version is \
+                          draining"
+                    .to_owned(),
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_labels_read_well() {
+        assert_eq!(stage_label("canary.5_percent"), "canary 5%");
+        assert_eq!(stage_label("canary.12_5_percent"), "canary 12.5%");
+        assert_eq!(stage_label("blue_green.cleanup"), "blue green cleanup");
+    }
+}

@@ -1,0 +1,114 @@
+//! The direct strategy.
+
+use super::common::{Core, FinalDrain, PreflightStep};
+use crate::config::DirectConfig;
+use crate::event::EventKind;
+use crate::strategy::{Directive, Outcome, Reason, ReasonKind, StepInput, Strategy};
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Preflight,
+    Ready,
+    Draining(FinalDrain),
+    Done,
+}
+
+/// Validates and warms the candidate, switches all traffic to it, and retires the old
+/// version. For low-risk changes such as a code-only fix.
+#[derive(Debug, Clone)]
+pub struct Direct {
+    config: DirectConfig,
+    core: Core,
+    phase: Phase,
+}
+
+impl Direct {
+    /// A direct rollout with `config`.
+    pub fn new(config: DirectConfig) -> Self {
+        Direct {
+            config,
+            core: Core::new(),
+            phase: Phase::Preflight,
+        }
+    }
+
+    fn switch(&mut self, input: &StepInput<'_>, out: &mut Vec<Directive>) {
+        out.push(Directive::Emit(EventKind::StageStarted {
+            stage: "direct.switch".to_owned(),
+            percentage: Some(100.0),
+            hold_s: None,
+        }));
+        out.push(Directive::Promote);
+        match input.context.baseline.clone() {
+            Some(baseline) => {
+                let deadline = input.now + self.config.drain_timeout;
+                self.phase = Phase::Draining(FinalDrain::start(vec![baseline], deadline, out));
+                out.push(Directive::WaitUntil(input.now));
+            }
+            None => {
+                self.core.finished = true;
+                self.phase = Phase::Done;
+                out.push(Directive::Finish(Outcome::Promoted));
+            }
+        }
+    }
+}
+
+impl Strategy for Direct {
+    fn name(&self) -> &str {
+        "direct"
+    }
+
+    fn step(&mut self, input: StepInput<'_>) -> Vec<Directive> {
+        let mut out = Vec::new();
+        if self.core.finished {
+            return out;
+        }
+        let effects = self.core.commands(&input, &mut out);
+        if let Phase::Draining(_) = self.phase {
+            self.core.ignore_commands_while_draining(&effects, &mut out);
+        } else if let Some(reason) = effects.abort {
+            let serving = matches!(self.phase, Phase::Ready);
+            let reason = Reason::new(ReasonKind::Operator, format!("aborted: {reason}"));
+            self.core.abort(reason, serving, &mut out);
+            return out;
+        }
+        // A direct rollout has no gates of its own; pauses still time out.
+        let gates = crate::config::Gates::default();
+        match self.phase.clone() {
+            Phase::Preflight => match self
+                .core
+                .preflight(&self.config.preflight, &input, &mut out)
+            {
+                PreflightStep::Waiting => {}
+                PreflightStep::Refused(reason) => self.core.refuse(reason, &mut out),
+                PreflightStep::Ready if self.core.pause.is_some() => {
+                    self.phase = Phase::Ready;
+                    out.push(Directive::WaitUntil(
+                        self.core.pause_wake(input.now, &gates),
+                    ));
+                }
+                PreflightStep::Ready => self.switch(&input, &mut out),
+            },
+            Phase::Ready => {
+                if self.core.pause.is_none() {
+                    self.switch(&input, &mut out);
+                } else if let Some(reason) = self.core.pause_expired(input.now, &gates) {
+                    self.core.abort(reason, true, &mut out);
+                } else {
+                    out.push(Directive::WaitUntil(
+                        self.core.pause_wake(input.now, &gates),
+                    ));
+                }
+            }
+            Phase::Draining(drain) => {
+                self.phase = match self.core.drain_step(drain, &input, &mut out) {
+                    Some(drain) => Phase::Draining(drain),
+                    None => Phase::Done,
+                };
+            }
+            Phase::Done => {}
+        }
+        out
+    }
+}

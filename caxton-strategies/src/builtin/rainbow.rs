@@ -1,0 +1,229 @@
+//! The rainbow strategy.
+
+use caxton_core::{DeploymentId, SessionAffinity, Timestamp};
+
+use super::common::{Core, PreflightStep};
+use crate::config::{ConfigError, RainbowConfig};
+use crate::event::EventKind;
+use crate::strategy::{Directive, Outcome, Reason, ReasonKind, StepInput, Strategy};
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Preflight,
+    Ready,
+    /// New sessions go to the candidate; old versions serve their pinned sessions.
+    Watching {
+        deadline: Timestamp,
+        old: Vec<DeploymentId>,
+    },
+    Done,
+}
+
+/// Sends new sessions to the newest version while older versions keep serving the
+/// sessions pinned to them, until those end, idle out, or the forced-drain deadline
+/// passes. At most `max_live_versions` versions serve at once: the oldest are closed
+/// first. Rollback conditions are checked until the old version retires; a rollback
+/// sends new sessions back to the previous version.
+#[derive(Debug, Clone)]
+pub struct Rainbow {
+    config: RainbowConfig,
+    core: Core,
+    phase: Phase,
+}
+
+impl Rainbow {
+    /// A rainbow rollout with `config`.
+    pub fn new(config: RainbowConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Rainbow {
+            config,
+            core: Core::new(),
+            phase: Phase::Preflight,
+        })
+    }
+
+    fn switch(&mut self, input: &StepInput<'_>, out: &mut Vec<Directive>) {
+        out.push(Directive::SessionAffinity(Some(SessionAffinity {
+            idle_timeout: self.config.session_idle_timeout,
+        })));
+        out.push(Directive::Emit(EventKind::StageStarted {
+            stage: "rainbow.switch".to_owned(),
+            percentage: Some(100.0),
+            hold_s: None,
+        }));
+        out.push(Directive::Promote);
+        self.core.reset_windows(input.now, true);
+        let Some(baseline) = input.context.baseline.clone() else {
+            self.core.finished = true;
+            self.phase = Phase::Done;
+            out.push(Directive::Finish(Outcome::Promoted));
+            return;
+        };
+        // Oldest first; the baseline is the newest of the old versions.
+        let mut old: Vec<DeploymentId> = input
+            .context
+            .older
+            .iter()
+            .filter(|d| **d != baseline && **d != input.context.candidate)
+            .cloned()
+            .collect();
+        old.push(baseline);
+        let live_limit = self.config.max_live_versions.max(2) as usize;
+        // The candidate counts as a live version.
+        while old.len() + 1 > live_limit {
+            let oldest = old.remove(0);
+            out.push(Directive::Drain {
+                deployment: oldest.clone(),
+            });
+            out.push(Directive::Retire {
+                deployment: oldest,
+                forced: true,
+            });
+        }
+        out.push(Directive::Emit(EventKind::StageStarted {
+            stage: "rainbow.drain".to_owned(),
+            percentage: None,
+            hold_s: Some(self.config.forced_drain_after.as_secs_f64()),
+        }));
+        let deadline = input.now + self.config.forced_drain_after;
+        self.phase = Phase::Watching { deadline, old };
+        out.push(Directive::WaitUntil(
+            deadline.min(input.now + self.config.gates.check_interval),
+        ));
+    }
+
+    fn retire_all(&mut self, old: Vec<DeploymentId>, forced: bool, out: &mut Vec<Directive>) {
+        for deployment in old {
+            out.push(Directive::Drain {
+                deployment: deployment.clone(),
+            });
+            out.push(Directive::Retire { deployment, forced });
+        }
+        self.core.finished = true;
+        self.phase = Phase::Done;
+        out.push(Directive::Finish(Outcome::Promoted));
+    }
+}
+
+impl Strategy for Rainbow {
+    fn name(&self) -> &str {
+        "rainbow"
+    }
+
+    fn step(&mut self, input: StepInput<'_>) -> Vec<Directive> {
+        let mut out = Vec::new();
+        if self.core.finished {
+            return out;
+        }
+        let effects = self.core.commands(&input, &mut out);
+        if let Some(reason) = effects.abort {
+            let serving = !matches!(self.phase, Phase::Preflight);
+            let reason = Reason::new(ReasonKind::Operator, format!("aborted: {reason}"));
+            self.core.abort(reason, serving, &mut out);
+            return out;
+        }
+        let gates = self.config.gates.clone();
+        match self.phase.clone() {
+            Phase::Preflight => match self
+                .core
+                .preflight(&self.config.preflight, &input, &mut out)
+            {
+                PreflightStep::Waiting => {}
+                PreflightStep::Refused(reason) => self.core.refuse(reason, &mut out),
+                PreflightStep::Ready if self.core.pause.is_some() => {
+                    self.phase = Phase::Ready;
+                    out.push(Directive::WaitUntil(
+                        self.core.pause_wake(input.now, &gates),
+                    ));
+                }
+                PreflightStep::Ready => self.switch(&input, &mut out),
+            },
+            Phase::Ready => {
+                if self.core.pause.is_none() || effects.promote_fully || effects.promote_step {
+                    self.switch(&input, &mut out);
+                } else if let Some(reason) = self.core.pause_expired(input.now, &gates) {
+                    self.core.abort(reason, true, &mut out);
+                } else {
+                    out.push(Directive::WaitUntil(
+                        self.core.pause_wake(input.now, &gates),
+                    ));
+                }
+            }
+            Phase::Watching {
+                mut deadline,
+                mut old,
+            } => {
+                self.core.observe(&input);
+                if let Some(reason) = self.core.breach(&gates, "rainbow.drain", &mut out) {
+                    self.core.roll_back(reason, &mut out);
+                    return out;
+                }
+                if let Some(paused) = effects.resumed_after {
+                    deadline = deadline + paused;
+                }
+                if effects.promote_fully || effects.promote_step {
+                    // An operator closes the old versions now.
+                    self.retire_all(old, true, &mut out);
+                    return out;
+                }
+                if self.core.pause.is_some() {
+                    if let Some(reason) = self.core.pause_expired(input.now, &gates) {
+                        self.core.abort(reason, true, &mut out);
+                    } else {
+                        self.phase = Phase::Watching { deadline, old };
+                        out.push(Directive::WaitUntil(
+                            self.core.pause_wake(input.now, &gates),
+                        ));
+                    }
+                    return out;
+                }
+                // Versions whose sessions have all ended retire, except the baseline:
+                // it stays as the instant rollback target until it is the last one.
+                let baseline = input.context.baseline.clone();
+                let mut drained = Vec::new();
+                old.retain(|deployment| {
+                    let empty = input
+                        .observations
+                        .drains
+                        .get(deployment)
+                        .is_some_and(|status| status.is_empty());
+                    if empty && Some(deployment) != baseline.as_ref() {
+                        drained.push(deployment.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
+                for deployment in drained {
+                    out.push(Directive::Drain {
+                        deployment: deployment.clone(),
+                    });
+                    out.push(Directive::Retire {
+                        deployment,
+                        forced: false,
+                    });
+                }
+                let only_baseline_left = old.len() <= 1;
+                let baseline_empty = baseline.as_ref().is_none_or(|b| {
+                    input
+                        .observations
+                        .drains
+                        .get(b)
+                        .is_some_and(|status| status.is_empty())
+                });
+                if input.now >= deadline {
+                    self.retire_all(old, true, &mut out);
+                } else if only_baseline_left && baseline_empty {
+                    self.retire_all(old, false, &mut out);
+                } else {
+                    self.phase = Phase::Watching { deadline, old };
+                    out.push(Directive::WaitUntil(
+                        deadline.min(input.now + gates.check_interval),
+                    ));
+                }
+            }
+            Phase::Done => {}
+        }
+        out
+    }
+}

@@ -1,0 +1,657 @@
+//! Every built-in strategy, end to end in virtual time: the driver, a `MemoryStore`,
+//! `SimTraffic` and synthetic metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use caxton_core::{AuditAction, DeploymentStore, LifecycleState};
+use caxton_strategies::sim::{MoveCause, SessionModel, Simulation, SimulationRun, TrafficAction};
+use caxton_strategies::{
+    Command, EventLog, Outcome, ReasonKind, RolloutEvent, RolloutSpec, ValidationVerdict,
+};
+
+const HEALTHY: &str = "error_rate=0.2%,p99=40ms,rps=50";
+
+fn simulation(yaml: &str, candidate: &str) -> Simulation {
+    let spec = RolloutSpec::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    Simulation::new(spec, HEALTHY.parse().unwrap(), candidate.parse().unwrap()).seed(11)
+}
+
+fn simulate(simulation: Simulation) -> (SimulationRun, Vec<RolloutEvent>) {
+    let log = EventLog::new();
+    let run = futures::executor::block_on(simulation.run_with_joints(Some(Arc::new(log.clone()))))
+        .expect("the simulation starts");
+    let events = log.events();
+    let last = events.last().expect("events were emitted");
+    assert_eq!(last.kind.name(), "finished", "the last event is `finished`");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind.name() == "finished")
+            .count(),
+        1,
+        "exactly one `finished` event"
+    );
+    (run, events)
+}
+
+fn reason_kind(outcome: &Outcome) -> Option<ReasonKind> {
+    outcome.reason().map(|r| r.kind)
+}
+
+fn state(run: &SimulationRun, id: &caxton_core::DeploymentId) -> LifecycleState {
+    futures::executor::block_on(run.store.get(&run.agent, id))
+        .unwrap()
+        .state
+}
+
+fn production(run: &SimulationRun) -> Option<caxton_core::DeploymentId> {
+    futures::executor::block_on(run.store.production(&run.agent))
+        .unwrap()
+        .map(|d| d.id)
+}
+
+/// The candidate's weights, in basis points, in the order the splits were set.
+fn candidate_weights(run: &SimulationRun) -> Vec<u16> {
+    run.traffic
+        .actions()
+        .into_iter()
+        .filter_map(|(_, action)| match action {
+            TrafficAction::Split(split) => Some(split.weight_of(&run.candidate).bps()),
+            TrafficAction::Promoted(d) if d == run.candidate => Some(10_000),
+            _ => None,
+        })
+        .collect()
+}
+
+fn names(events: &[RolloutEvent]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.name()).collect()
+}
+
+fn assert_rolled_back_cleanly(run: &SimulationRun) {
+    assert_eq!(production(run), Some(run.baseline.clone()));
+    assert_eq!(
+        run.traffic.production(&run.agent),
+        Some(run.baseline.clone())
+    );
+    assert_eq!(state(run, &run.candidate), LifecycleState::RolledBack);
+    assert_eq!(state(run, &run.baseline), LifecycleState::Running);
+    let split = run.traffic.split(&run.agent).unwrap();
+    assert_eq!(split.weight_of(&run.baseline).bps(), 10_000);
+}
+
+const CANARY: &str = "
+deployment:
+  strategy: canary
+  stages:
+    - validate: 30s
+    - canary: { weight: 5%, hold: 5m }
+    - canary: { weight: 25%, hold: 10m }
+    - canary: { weight: 50%, hold: 10m }
+    - full: 100%
+  rollback_on:
+    - error_rate > 1%
+    - p99_latency > 100ms
+";
+
+#[test]
+fn canary_promotes_a_healthy_candidate_through_every_step() {
+    let (run, events) = simulate(simulation(CANARY, "error_rate=0.2%,p99=40ms"));
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    assert_eq!(candidate_weights(&run), [500, 2_500, 5_000, 10_000]);
+    assert_eq!(run.report.duration(), Duration::from_secs(25 * 60));
+    assert_eq!(production(&run), Some(run.candidate.clone()));
+    assert_eq!(state(&run, &run.baseline), LifecycleState::Retired);
+    let stages: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            caxton_strategies::EventKind::StageStarted { stage, .. } => Some(stage.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        ["canary.5_percent", "canary.25_percent", "canary.50_percent"]
+    );
+    // The judge compared candidate and baseline before each increase.
+    assert_eq!(names(&events).iter().filter(|n| **n == "judged").count(), 3);
+    // The audit history of the candidate tells the whole story.
+    let history =
+        futures::executor::block_on(run.store.history(&run.agent, &run.candidate)).unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| matches!(e.action, AuditAction::Promoted { .. }))
+    );
+}
+
+#[test]
+fn canary_rolls_back_on_error_rate() {
+    let (run, events) = simulate(simulation(CANARY, "error_rate=5%,p99=40ms"));
+    assert_eq!(
+        reason_kind(&run.report.outcome),
+        Some(ReasonKind::Condition)
+    );
+    assert!(
+        run.report
+            .outcome
+            .reason()
+            .unwrap()
+            .message
+            .contains("error_rate")
+    );
+    assert!(run.report.duration() <= Duration::from_secs(5 * 60));
+    assert_eq!(candidate_weights(&run), [500, 0]);
+    assert_rolled_back_cleanly(&run);
+    assert!(names(&events).contains(&"rolled_back"));
+}
+
+#[test]
+fn canary_rolls_back_on_p99_latency() {
+    let (run, _) = simulate(simulation(CANARY, "error_rate=0.2%,p50=60ms,p99=400ms"));
+    let reason = run.report.outcome.reason().expect("rolled back");
+    assert_eq!(reason.kind, ReasonKind::Condition);
+    assert!(reason.message.contains("p99_latency"), "{reason}");
+    assert_rolled_back_cleanly(&run);
+}
+
+#[test]
+fn canary_rolls_back_on_a_relative_condition() {
+    let yaml = "
+deployment:
+  strategy: canary
+  judge: off
+  rollback_on: [error_rate > baseline * 2]
+";
+    let (run, _) = simulate(simulation(yaml, "error_rate=1.5%,p99=40ms"));
+    let reason = run.report.outcome.reason().expect("rolled back");
+    assert!(reason.message.contains("error_rate"), "{reason}");
+    assert_rolled_back_cleanly(&run);
+    // The same candidate passes against an absolute limit it stays under.
+    let (lenient, _) = simulate(simulation(
+        "deployment:\n  strategy: canary\n  judge: off\n  rollback_on: [error_rate > 5%]\n",
+        "error_rate=1.5%,p99=40ms",
+    ));
+    assert_eq!(lenient.report.outcome, Outcome::Promoted);
+}
+
+#[test]
+fn canary_rolls_back_on_cost_per_session() {
+    let yaml = "
+deployment:
+  strategy: canary
+  judge: off
+  rollback_on: [cost_per_session > 0.05]
+";
+    let (run, _) = simulate(simulation(
+        yaml,
+        "error_rate=0.2%,p99=40ms,cost_per_session=0.09",
+    ));
+    let reason = run.report.outcome.reason().expect("rolled back");
+    assert!(reason.message.contains("cost_per_session"), "{reason}");
+    assert_rolled_back_cleanly(&run);
+}
+
+#[test]
+fn canary_rolls_back_on_a_custom_metric() {
+    let yaml = "
+deployment:
+  strategy: canary
+  judge: off
+  rollback_on: [fuel_per_message > 1e6]
+";
+    let (run, _) = simulate(simulation(
+        yaml,
+        "error_rate=0.2%,p99=40ms,fuel_per_message=2e6",
+    ));
+    let reason = run.report.outcome.reason().expect("rolled back");
+    assert!(reason.message.contains("fuel_per_message"), "{reason}");
+    assert_rolled_back_cleanly(&run);
+}
+
+#[test]
+fn canary_rolls_back_when_the_judge_finds_a_latency_regression() {
+    // No conditions: only the comparison with the baseline can catch it.
+    let yaml = "deployment:\n  strategy: canary\n  judge: { confidence: 95%, tolerance: 10% }\n";
+    let (run, events) = simulate(simulation(yaml, "error_rate=0.2%,p50=25ms,p99=80ms"));
+    let reason = run.report.outcome.reason().expect("rolled back");
+    assert_eq!(reason.kind, ReasonKind::Judge, "{reason}");
+    assert_eq!(run.report.duration(), Duration::from_secs(5 * 60));
+    assert!(names(&events).contains(&"judged"));
+    assert_rolled_back_cleanly(&run);
+}
+
+#[test]
+fn canary_abort_sends_all_traffic_back() {
+    let sim = simulation(CANARY, "error_rate=0.2%,p99=40ms").command(
+        Duration::from_secs(7 * 60),
+        Command::Abort {
+            reason: "change freeze".into(),
+        },
+    );
+    let (run, events) = simulate(sim);
+    assert_eq!(reason_kind(&run.report.outcome), Some(ReasonKind::Operator));
+    assert_eq!(run.report.outcome.as_str(), "aborted");
+    assert!(
+        run.report
+            .outcome
+            .reason()
+            .unwrap()
+            .message
+            .contains("change freeze")
+    );
+    assert_eq!(run.report.duration(), Duration::from_secs(7 * 60));
+    assert_eq!(candidate_weights(&run), [500, 2_500, 0]);
+    assert_rolled_back_cleanly(&run);
+    assert!(names(&events).contains(&"command_received"));
+}
+
+#[test]
+fn canary_pause_holds_the_step_and_resume_goes_on() {
+    let sim = simulation(CANARY, "error_rate=0.2%,p99=40ms")
+        .command(Duration::from_secs(2 * 60), Command::Pause)
+        .command(Duration::from_secs(32 * 60), Command::Resume);
+    let (run, events) = simulate(sim);
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    // The 5% step was frozen for 30 minutes, then held its remaining 3 minutes.
+    assert_eq!(run.report.duration(), Duration::from_secs(55 * 60));
+    let second_split = run
+        .traffic
+        .actions()
+        .into_iter()
+        .filter(|(_, a)| matches!(a, TrafficAction::Split(_)))
+        .nth(1)
+        .unwrap()
+        .0;
+    let start = run.report.started_at;
+    assert_eq!(second_split - start, Duration::from_secs(35 * 60));
+    let kinds = names(&events);
+    assert!(kinds.contains(&"paused") && kinds.contains(&"resumed"));
+}
+
+#[test]
+fn canary_pause_with_no_decision_aborts_after_the_timeout() {
+    let yaml = "deployment:\n  strategy: canary\n  pause_timeout: 20m\n";
+    let sim = simulation(yaml, "error_rate=0.2%,p99=40ms")
+        .command(Duration::from_secs(60), Command::Pause);
+    let (run, _) = simulate(sim);
+    assert_eq!(
+        reason_kind(&run.report.outcome),
+        Some(ReasonKind::PauseTimeout)
+    );
+    assert_eq!(run.report.duration(), Duration::from_secs(21 * 60));
+    assert_rolled_back_cleanly(&run);
+}
+
+#[test]
+fn canary_still_rolls_back_while_paused() {
+    let sim = simulation(CANARY, "error_rate=6%,p99=40ms")
+        .command(Duration::from_secs(30), Command::Pause);
+    let (run, events) = simulate(sim);
+    assert_eq!(
+        reason_kind(&run.report.outcome),
+        Some(ReasonKind::Condition)
+    );
+    assert!(names(&events).contains(&"paused"));
+    assert_rolled_back_cleanly(&run);
+}
+
+#[test]
+fn canary_paused_before_the_first_step_sends_no_traffic() {
+    let yaml = "deployment:\n  strategy: canary\n  pause_timeout: 10m\n";
+    let sim = simulation(yaml, "error_rate=0.2%,p99=40ms").command(Duration::ZERO, Command::Pause);
+    let (run, _) = simulate(sim);
+    assert_eq!(
+        reason_kind(&run.report.outcome),
+        Some(ReasonKind::PauseTimeout)
+    );
+    assert!(candidate_weights(&run).iter().all(|w| *w == 0));
+    assert_rolled_back_cleanly(&run);
+}
+
+#[test]
+fn canary_promote_fully_skips_the_remaining_steps() {
+    let sim = simulation(CANARY, "error_rate=0.2%,p99=40ms")
+        .command(Duration::from_secs(60), Command::PromoteFully);
+    let (run, _) = simulate(sim);
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    assert_eq!(candidate_weights(&run), [500, 10_000]);
+    assert_eq!(run.report.duration(), Duration::from_secs(60));
+}
+
+#[test]
+fn canary_with_too_little_traffic_extends_then_pauses_and_never_decides_on_no_data() {
+    let yaml = "
+deployment:
+  strategy: canary
+  max_extension: 3m
+  pause_timeout: 15m
+  rollback_on: [error_rate > 1%]
+";
+    // 0.2 requests a second: 5% of it is one request every 100 s.
+    let spec = RolloutSpec::from_yaml(yaml).unwrap();
+    let sim = Simulation::new(
+        spec,
+        "error_rate=0.2%,p99=40ms,rps=0.2".parse().unwrap(),
+        "error_rate=50%,p99=40ms".parse().unwrap(),
+    );
+    let (run, events) = simulate(sim);
+    let kinds = names(&events);
+    assert_eq!(kinds.iter().filter(|k| **k == "hold_extended").count(), 3);
+    assert!(kinds.contains(&"paused"));
+    // Half the candidate's requests fail, yet too few arrived to judge: it never rolled
+    // back on a condition and never promoted; the unanswered pause aborted it.
+    assert_eq!(
+        reason_kind(&run.report.outcome),
+        Some(ReasonKind::PauseTimeout)
+    );
+    assert_eq!(
+        run.report.duration(),
+        Duration::from_secs((5 + 3 + 15) * 60)
+    );
+    assert_eq!(candidate_weights(&run), [500, 0]);
+}
+
+#[test]
+fn canary_with_thin_traffic_extends_the_hold_until_enough_requests_arrive() {
+    let spec = RolloutSpec::from_yaml("deployment:\n  strategy: canary\n  judge: off\n").unwrap();
+    // 5% of 4 requests a second is 12 a minute: 100 requests take about 8 minutes.
+    let sim = Simulation::new(
+        spec,
+        "error_rate=0.2%,p99=40ms,rps=4".parse().unwrap(),
+        "error_rate=0.2%,p99=40ms".parse().unwrap(),
+    );
+    let (run, events) = simulate(sim);
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    assert!(names(&events).contains(&"hold_extended"));
+    assert!(run.report.duration() > Duration::from_secs(25 * 60));
+}
+
+const BLUE_GREEN: &str = "
+deployment:
+  strategy: blue-green
+  stages:
+    - validate: 30s
+    - warm_up: 60s
+    - switch: instant
+    - cleanup: 300s
+  rollback_on:
+    - error_rate > 1%
+";
+
+#[test]
+fn blue_green_switches_at_once_and_retires_the_old_version_after_cleanup() {
+    let (run, events) = simulate(simulation(BLUE_GREEN, "error_rate=0.2%,p99=40ms"));
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    assert_eq!(candidate_weights(&run), [10_000]);
+    assert_eq!(run.report.duration(), Duration::from_secs(300));
+    assert_eq!(state(&run, &run.baseline), LifecycleState::Retired);
+    let kinds = names(&events);
+    let promoted = kinds.iter().position(|k| *k == "promoted").unwrap();
+    let retired = kinds.iter().position(|k| *k == "retired").unwrap();
+    assert!(promoted < retired);
+}
+
+#[test]
+fn blue_green_rolls_back_during_cleanup_with_one_switch_back() {
+    let (run, _) = simulate(simulation(BLUE_GREEN, "error_rate=4%,p99=40ms"));
+    assert_eq!(
+        reason_kind(&run.report.outcome),
+        Some(ReasonKind::Condition)
+    );
+    assert!(run.report.duration() < Duration::from_secs(300));
+    assert_rolled_back_cleanly(&run);
+    // The registry recorded a rollback, not a promotion of the old version.
+    let history =
+        futures::executor::block_on(run.store.history(&run.agent, &run.baseline)).unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| matches!(e.action, AuditAction::RestoredByRollback { .. }))
+    );
+}
+
+#[test]
+fn blue_green_abort_during_cleanup_restores_the_old_version() {
+    let sim = simulation(BLUE_GREEN, "error_rate=0.2%,p99=40ms").command(
+        Duration::from_secs(120),
+        Command::Abort {
+            reason: "customer report".into(),
+        },
+    );
+    let (run, _) = simulate(sim);
+    assert_eq!(run.report.outcome.as_str(), "aborted");
+    assert_rolled_back_cleanly(&run);
+}
+
+#[test]
+fn direct_switches_and_retires_the_old_version() {
+    let (run, events) = simulate(simulation(
+        "deployment:\n  strategy: direct\n",
+        "error_rate=0.2%",
+    ));
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    assert_eq!(run.report.duration(), Duration::ZERO);
+    assert_eq!(production(&run), Some(run.candidate.clone()));
+    assert_eq!(state(&run, &run.baseline), LifecycleState::Retired);
+    assert!(names(&events).contains(&"validation_finished"));
+}
+
+#[test]
+fn direct_refused_by_validation_leaves_production_untouched() {
+    let sim = simulation("deployment:\n  strategy: direct\n", "error_rate=0.2%").validation(
+        ValidationVerdict::failed("export `caxton_handle` is missing"),
+    );
+    let (run, events) = simulate(sim);
+    assert_eq!(
+        reason_kind(&run.report.outcome),
+        Some(ReasonKind::Validation)
+    );
+    assert_eq!(run.report.outcome.as_str(), "rolled_back");
+    assert_eq!(state(&run, &run.candidate), LifecycleState::Failed);
+    assert_eq!(production(&run), Some(run.baseline.clone()));
+    assert!(
+        run.traffic
+            .actions()
+            .iter()
+            .all(|(_, a)| !matches!(a, TrafficAction::Registered(d) if *d == run.candidate))
+    );
+    assert!(!names(&events).contains(&"rolled_back"), "it never served");
+}
+
+const SHADOW: &str = "
+deployment:
+  strategy: shadow
+  duration: 10m
+  sample: 50%
+  compare: [output_equivalence, performance_metrics, resource_usage]
+  max_mismatch: 1%
+";
+
+#[test]
+fn shadow_mirrors_without_serving_then_promotes_an_equivalent_candidate() {
+    let (run, events) = simulate(simulation(SHADOW, "error_rate=0.2%,p99=40ms,mismatch=0.1%"));
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    let actions = run.traffic.actions();
+    let promoted_at = actions
+        .iter()
+        .position(|(_, a)| matches!(a, TrafficAction::Promoted(d) if *d == run.candidate))
+        .unwrap();
+    // Before promotion the candidate served nothing: no split gave it weight.
+    assert!(actions[..promoted_at].iter().all(|(_, a)| match a {
+        TrafficAction::Split(split) => split.weight_of(&run.candidate).bps() == 0,
+        _ => true,
+    }));
+    assert!(actions[..promoted_at].iter().any(
+        |(_, a)| matches!(a, TrafficAction::Shadow(Some(s)) if s.deployment == run.candidate)
+    ));
+    assert!(names(&events).contains(&"shadow_report"));
+    assert_eq!(run.report.duration(), Duration::from_secs(600));
+}
+
+#[test]
+fn shadow_rolls_back_a_candidate_whose_outputs_differ() {
+    let (run, events) = simulate(simulation(SHADOW, "error_rate=0.2%,p99=40ms,mismatch=5%"));
+    let reason = run.report.outcome.reason().expect("rolled back");
+    assert_eq!(reason.kind, ReasonKind::OutputMismatch, "{reason}");
+    assert_rolled_back_cleanly(&run);
+    assert!(
+        run.traffic.shadow(&run.agent).is_none(),
+        "mirroring stopped"
+    );
+    assert!(names(&events).contains(&"shadow_report"));
+}
+
+#[test]
+fn shadow_rolls_back_a_candidate_that_burns_more_fuel() {
+    let yaml = "
+deployment:
+  strategy: shadow
+  duration: 10m
+  compare: [resource_usage]
+  resource_metrics: [fuel_per_message]
+";
+    let spec = RolloutSpec::from_yaml(yaml).unwrap();
+    let sim = Simulation::new(
+        spec,
+        "error_rate=0.2%,p99=40ms,rps=50,fuel_per_message=1e6"
+            .parse()
+            .unwrap(),
+        "error_rate=0.2%,p99=40ms,fuel_per_message=1.5e6"
+            .parse()
+            .unwrap(),
+    );
+    let (run, _) = simulate(sim);
+    let reason = run.report.outcome.reason().expect("rolled back");
+    assert_eq!(reason.kind, ReasonKind::Judge, "{reason}");
+    assert!(reason.message.contains("fuel_per_message"), "{reason}");
+}
+
+#[test]
+fn shadow_that_cannot_decide_pauses_for_a_person_who_promotes() {
+    let yaml = "
+deployment:
+  strategy: shadow
+  duration: 10m
+  compare: [performance_metrics]
+  judge: { min_samples: 100000 }
+";
+    let sim = simulation(yaml, "error_rate=0.2%,p99=40ms")
+        .command(Duration::from_secs(15 * 60), Command::PromoteFully);
+    let (run, events) = simulate(sim);
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    assert_eq!(run.report.duration(), Duration::from_secs(15 * 60));
+    assert!(names(&events).contains(&"paused"));
+}
+
+const RAINBOW: &str = "
+deployment:
+  strategy: rainbow
+  max_live_versions: 3
+  session_idle_timeout: 30m
+  forced_drain_after: 24h
+  rollback_on: [error_rate > 1%]
+";
+
+#[test]
+fn rainbow_lets_old_sessions_finish_before_retiring_the_old_version() {
+    let sim = simulation(RAINBOW, "error_rate=0.2%,p99=40ms").sessions(SessionModel {
+        arrivals_per_sec: 0.5,
+        mean_length: Duration::from_secs(120),
+    });
+    let (run, events) = simulate(sim);
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    assert!(run.traffic.session_moves().is_empty(), "no session moved");
+    assert!(run.report.duration() < Duration::from_secs(24 * 3_600));
+    assert_eq!(state(&run, &run.baseline), LifecycleState::Retired);
+    let retired = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            caxton_strategies::EventKind::Retired { forced, .. } => Some(*forced),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!retired, "retired once empty, not forced");
+}
+
+#[test]
+fn rainbow_forced_drain_moves_the_remaining_sessions_at_the_deadline() {
+    let yaml = "deployment:\n  strategy: rainbow\n  forced_drain_after: 10m\n";
+    let sim = simulation(yaml, "error_rate=0.2%,p99=40ms").sessions(SessionModel {
+        arrivals_per_sec: 0.5,
+        mean_length: Duration::from_secs(3_600),
+    });
+    let (run, _) = simulate(sim);
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    assert_eq!(run.report.duration(), Duration::from_secs(600));
+    let moves = run.traffic.session_moves();
+    assert!(!moves.is_empty());
+    let deadline = run.report.started_at + Duration::from_secs(600);
+    for m in &moves {
+        assert_eq!(m.from, run.baseline);
+        assert_eq!(m.cause, MoveCause::ForcedDrain);
+        assert!(
+            m.at >= deadline,
+            "moved at {} before the deadline {deadline}",
+            m.at
+        );
+    }
+}
+
+#[test]
+fn rainbow_rollback_points_new_sessions_at_the_previous_version() {
+    let sim = simulation(RAINBOW, "error_rate=8%,p99=40ms");
+    let (run, _) = simulate(sim);
+    assert_eq!(
+        reason_kind(&run.report.outcome),
+        Some(ReasonKind::Condition)
+    );
+    assert_rolled_back_cleanly(&run);
+    // Only the candidate's sessions moved, and only because of the rollback.
+    assert!(
+        run.traffic
+            .session_moves()
+            .iter()
+            .all(|m| m.from == run.candidate)
+    );
+}
+
+#[test]
+fn simulations_are_reproducible_from_their_seed() {
+    let first = simulate(simulation(CANARY, "error_rate=0.6%,p99=60ms")).1;
+    let second = simulate(simulation(CANARY, "error_rate=0.6%,p99=60ms")).1;
+    assert_eq!(first, second);
+}
+
+#[test]
+fn every_strategy_runs_without_warnings_when_all_goes_well() {
+    for yaml in [
+        "deployment:\n  strategy: direct\n",
+        BLUE_GREEN,
+        CANARY,
+        SHADOW,
+        RAINBOW,
+    ] {
+        let (run, events) = simulate(simulation(yaml, "error_rate=0.2%,p99=40ms"));
+        assert_eq!(run.report.outcome, Outcome::Promoted, "{yaml}");
+        let warnings: Vec<&RolloutEvent> = events
+            .iter()
+            .filter(|e| e.kind.name() == "warning")
+            .collect();
+        assert!(warnings.is_empty(), "{yaml}: {warnings:?}");
+    }
+}
+
+#[test]
+fn failing_rollouts_restore_the_baseline_without_warnings() {
+    for yaml in [BLUE_GREEN, CANARY, SHADOW, RAINBOW] {
+        let (run, events) = simulate(simulation(yaml, "error_rate=9%,p99=40ms,mismatch=9%"));
+        assert_eq!(run.report.outcome.as_str(), "rolled_back", "{yaml}");
+        assert_rolled_back_cleanly(&run);
+        let warnings: Vec<&RolloutEvent> = events
+            .iter()
+            .filter(|e| e.kind.name() == "warning")
+            .collect();
+        assert!(warnings.is_empty(), "{yaml}: {warnings:?}");
+    }
+}

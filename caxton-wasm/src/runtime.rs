@@ -1,0 +1,657 @@
+//! [`WasmRuntime`]: core's `AgentRuntime` on wasmtime, with sessions, pooling, health and
+//! hot reload.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use caxton_core::{
+    AgentError, AgentHealth, AgentId, AgentRuntime, Clock, DeploymentId, Digest, LoadSpec,
+    SessionId, SystemClock, Timestamp,
+};
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+
+use crate::compiled::CompiledAgent;
+use crate::config::{ConfigLayers, ConfigSource};
+use crate::engine::{AgentEngine, CompileError};
+use crate::instance::{AgentInstance, InstanceLimits, InstanceSetup};
+
+/// Configuration keys the runtime sets for every deployment, before the spec's own values
+/// (which may override them).
+pub mod config_keys {
+    /// The agent's id.
+    pub const AGENT: &str = "caxton.agent";
+    /// The deployment's id.
+    pub const DEPLOYMENT: &str = "caxton.deployment";
+    /// The code layer: `sha256:<hex>` of the module.
+    pub const CODE: &str = "caxton.code";
+    /// The model layer: `provider/name@revision`.
+    pub const MODEL: &str = "caxton.model";
+    /// The prompt layer: `sha256:<hex>` of the prompt and examples.
+    pub const PROMPT: &str = "caxton.prompt";
+    /// The tools layer: `sha256:<hex>` of the canonical tool definitions.
+    pub const TOOLS: &str = "caxton.tools";
+}
+
+/// Builds a [`WasmRuntime`].
+#[derive(Debug)]
+pub struct WasmRuntimeBuilder {
+    engine: AgentEngine,
+    limits: InstanceLimits,
+    clock: Arc<dyn Clock>,
+    shared_config: Option<Arc<ConfigSource>>,
+    session_idle_timeout: Option<Duration>,
+    max_pooled_instances: usize,
+}
+
+impl WasmRuntimeBuilder {
+    /// The limits every instance runs under. Default: [`InstanceLimits::default`].
+    pub fn limits(mut self, limits: InstanceLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The clock agents read through `caxton.now_ms`, also used for session idleness.
+    /// Default: the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Host-wide settings and secrets every deployment reads after its own values.
+    pub fn shared_config(mut self, shared: Arc<ConfigSource>) -> Self {
+        self.shared_config = Some(shared);
+        self
+    }
+
+    /// Sessions idle this long lose their instance. Default: none.
+    pub fn session_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.session_idle_timeout = Some(timeout);
+        self
+    }
+
+    /// How many idle session-less instances each deployment keeps for reuse. Default 4.
+    pub fn max_pooled_instances(mut self, count: usize) -> Self {
+        self.max_pooled_instances = count;
+        self
+    }
+
+    /// The runtime.
+    pub fn build(self) -> WasmRuntime {
+        WasmRuntime {
+            inner: Arc::new(RuntimeInner {
+                engine: self.engine,
+                limits: self.limits,
+                clock: self.clock,
+                shared_config: self.shared_config,
+                session_idle_timeout: self.session_idle_timeout,
+                max_pooled_instances: self.max_pooled_instances,
+                deployments: DashMap::new(),
+            }),
+        }
+    }
+}
+
+/// Counters of one loaded deployment, beyond [`AgentHealth`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentStats {
+    /// The health, as [`AgentRuntime::health`] reports it.
+    pub health: AgentHealth,
+    /// The module's digest.
+    pub digest: Digest,
+    /// Instances started, warm-up included.
+    pub instances_started: u64,
+    /// Sessions whose instance failed and was discarded, losing the session's state.
+    pub sessions_reset: u64,
+    /// Idle session-less instances waiting for reuse.
+    pub pooled_instances: usize,
+    /// Messages being handled right now.
+    pub in_flight: usize,
+}
+
+/// The wasmtime implementation of [`AgentRuntime`].
+///
+/// - Each session gets its own instance, so state the agent keeps in linear memory lasts
+///   across the session's messages; messages of one session run one at a time. A message
+///   without a session takes an idle pooled instance or a fresh one.
+/// - A failed instance (trap, limit, bad reply) is discarded. When it served a session, the
+///   session's next message starts a fresh instance: the session goes on, its earlier state
+///   is lost, a warning is logged and [`DeploymentStats::sessions_reset`] counts it.
+/// - Loading compiles outside any lock, so versions already loaded keep serving; versions
+///   serve side by side. [`unload`](AgentRuntime::unload) refuses new messages at once and
+///   returns when the messages in flight have finished.
+///
+/// The configuration of a deployment holds the [`config_keys`] the runtime derives from its
+/// version, then the spec's values; [`config`](WasmRuntime::config) changes it live.
+#[derive(Debug, Clone)]
+pub struct WasmRuntime {
+    inner: Arc<RuntimeInner>,
+}
+
+#[derive(Debug)]
+struct RuntimeInner {
+    engine: AgentEngine,
+    limits: InstanceLimits,
+    clock: Arc<dyn Clock>,
+    shared_config: Option<Arc<ConfigSource>>,
+    session_idle_timeout: Option<Duration>,
+    max_pooled_instances: usize,
+    deployments: DashMap<DeploymentId, Arc<Loaded>>,
+}
+
+struct SessionSlot {
+    instance: Option<AgentInstance>,
+    last_used: Timestamp,
+    /// The session's instance failed; its next message starts afresh.
+    reset: bool,
+}
+
+struct Loaded {
+    agent: AgentId,
+    compiled: Arc<CompiledAgent>,
+    config: Arc<ConfigSource>,
+    setup: InstanceSetup,
+    ready: AtomicBool,
+    unloading: AtomicBool,
+    in_flight: AtomicUsize,
+    drained_lock: Mutex<()>,
+    drained: Condvar,
+    sessions: DashMap<SessionId, Arc<Mutex<SessionSlot>>>,
+    pool: Mutex<Vec<AgentInstance>>,
+    messages: AtomicU64,
+    traps: AtomicU64,
+    instances_started: AtomicU64,
+    sessions_reset: AtomicU64,
+    last_sweep: Mutex<Timestamp>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("agent", &self.agent)
+            .field("deployment", self.setup.deployment())
+            .field("digest", &self.compiled.digest())
+            .field("ready", &self.ready)
+            .field("unloading", &self.unloading)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent, so a poisoned lock is still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Marks a message in flight until dropped.
+struct InFlight<'a>(&'a Loaded);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let loaded = self.0;
+        if loaded.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && loaded.unloading.load(Ordering::SeqCst)
+        {
+            let _guard = lock(&loaded.drained_lock);
+            loaded.drained.notify_all();
+        }
+    }
+}
+
+impl Loaded {
+    fn deployment(&self) -> &DeploymentId {
+        self.setup.deployment()
+    }
+
+    fn enter(&self) -> Result<InFlight<'_>, AgentError> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(self);
+        // Checked after counting ourselves in: `unload` sets the flag, then waits for the
+        // count to reach zero, so it either sees us or we see the flag.
+        if self.unloading.load(Ordering::SeqCst) {
+            return Err(AgentError::Unloading {
+                deployment: self.deployment().clone(),
+            });
+        }
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(AgentError::NotReady {
+                deployment: self.deployment().clone(),
+            });
+        }
+        Ok(guard)
+    }
+
+    fn instantiate(&self, session: Option<&SessionId>) -> Result<AgentInstance, AgentError> {
+        self.instances_started.fetch_add(1, Ordering::Relaxed);
+        let setup = match session {
+            None => self.setup.clone(),
+            Some(session) => self.setup.clone().session(Some(session.clone())),
+        };
+        self.compiled.instantiate(&setup)
+    }
+
+    fn record(&self, result: &Result<Vec<u8>, AgentError>) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        if let Err(err) = result {
+            if err.is_agent_fault() || matches!(err, AgentError::AbiViolation { .. }) {
+                self.traps.fetch_add(1, Ordering::Relaxed);
+            }
+            *lock(&self.last_error) = Some(err.to_string());
+        }
+    }
+
+    fn handle_pooled(&self, message: &[u8], max_pooled: usize) -> Result<Vec<u8>, AgentError> {
+        let pooled = lock(&self.pool).pop();
+        let mut instance = match pooled {
+            Some(instance) => instance,
+            None => self.instantiate(None)?,
+        };
+        let result = instance.handle(message).map(|reply| reply.bytes);
+        if !instance.is_failed() {
+            let mut pool = lock(&self.pool);
+            if pool.len() < max_pooled {
+                pool.push(instance);
+            }
+        }
+        result
+    }
+
+    fn handle_in_session(
+        &self,
+        session: &SessionId,
+        message: &[u8],
+        runtime: &RuntimeInner,
+    ) -> Result<Vec<u8>, AgentError> {
+        let now = runtime.clock.now();
+        let slot = match self.sessions.entry(session.clone()) {
+            Entry::Occupied(entry) => entry.get().clone(),
+            Entry::Vacant(entry) => {
+                let slot = entry
+                    .insert(Arc::new(Mutex::new(SessionSlot {
+                        instance: None,
+                        last_used: now,
+                        reset: false,
+                    })))
+                    .clone();
+                if let Some(timeout) = runtime.session_idle_timeout {
+                    self.sweep_if_due(now, timeout);
+                }
+                slot
+            }
+        };
+        let mut slot = lock(&slot);
+        slot.last_used = now;
+        let mut instance = match slot.instance.take() {
+            Some(instance) => instance,
+            None => {
+                if std::mem::take(&mut slot.reset) {
+                    tracing::info!(
+                        target: "caxton::wasm",
+                        agent = %self.agent,
+                        deployment = %self.deployment(),
+                        session = %session,
+                        "session continues on a fresh instance; its earlier state is lost"
+                    );
+                }
+                self.instantiate(Some(session))?
+            }
+        };
+        let result = instance.handle(message).map(|reply| reply.bytes);
+        match instance.failure() {
+            None => slot.instance = Some(instance),
+            Some(failure) => {
+                slot.reset = true;
+                self.sessions_reset.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    target: "caxton::wasm",
+                    agent = %self.agent,
+                    deployment = %self.deployment(),
+                    session = %session,
+                    error = %failure,
+                    "session instance failed and was discarded; the session's state is lost"
+                );
+            }
+        }
+        result
+    }
+
+    fn sweep_if_due(&self, now: Timestamp, timeout: Duration) {
+        {
+            let mut last = lock(&self.last_sweep);
+            if now.saturating_since(*last) < timeout / 4 {
+                return;
+            }
+            *last = now;
+        }
+        self.evict_idle(now, timeout);
+    }
+
+    /// Drops sessions idle for `timeout`; returns how many.
+    fn evict_idle(&self, now: Timestamp, timeout: Duration) -> usize {
+        let mut evicted = 0;
+        self.sessions.retain(|_, slot| {
+            // A session busy with a message is not idle.
+            let Ok(slot) = slot.try_lock() else {
+                return true;
+            };
+            let idle = now.saturating_since(slot.last_used) >= timeout;
+            evicted += usize::from(idle);
+            !idle
+        });
+        evicted
+    }
+
+    fn live_sessions(&self) -> u64 {
+        self.sessions
+            .iter()
+            .filter(|entry| match entry.value().try_lock() {
+                Ok(slot) => slot.instance.is_some(),
+                // Busy with a message, so it has (or is starting) an instance.
+                Err(_) => true,
+            })
+            .count() as u64
+    }
+
+    fn health(&self) -> AgentHealth {
+        AgentHealth {
+            ready: self.ready.load(Ordering::Acquire),
+            live: !self.unloading.load(Ordering::SeqCst),
+            messages: self.messages.load(Ordering::Relaxed),
+            traps: self.traps.load(Ordering::Relaxed),
+            sessions: self.live_sessions(),
+            last_error: lock(&self.last_error).clone(),
+        }
+    }
+}
+
+impl WasmRuntime {
+    /// A runtime on `engine` with default settings.
+    pub fn new(engine: AgentEngine) -> WasmRuntime {
+        WasmRuntime::builder(engine).build()
+    }
+
+    /// A builder for a runtime on `engine`.
+    pub fn builder(engine: AgentEngine) -> WasmRuntimeBuilder {
+        WasmRuntimeBuilder {
+            engine,
+            limits: InstanceLimits::default(),
+            clock: Arc::new(SystemClock),
+            shared_config: None,
+            session_idle_timeout: None,
+            max_pooled_instances: 4,
+        }
+    }
+
+    /// The engine the runtime compiles and runs agents with.
+    pub fn engine(&self) -> &AgentEngine {
+        &self.inner.engine
+    }
+
+    fn get(&self, deployment: &DeploymentId) -> Result<Arc<Loaded>, AgentError> {
+        self.inner
+            .deployments
+            .get(deployment)
+            .map(|entry| entry.value().clone())
+            .ok_or_else(|| AgentError::NotLoaded {
+                deployment: deployment.clone(),
+            })
+    }
+
+    /// The live configuration of a loaded deployment: a change is seen by its next
+    /// `caxton.config` call.
+    pub fn config(&self, deployment: &DeploymentId) -> Option<Arc<ConfigSource>> {
+        self.get(deployment)
+            .ok()
+            .map(|loaded| loaded.config.clone())
+    }
+
+    /// The deployments loaded, in no particular order.
+    pub fn loaded(&self) -> Vec<DeploymentId> {
+        self.inner
+            .deployments
+            .iter()
+            .map(|entry| entry.key().clone())
+            .collect()
+    }
+
+    /// Counters of a loaded deployment.
+    pub fn stats(&self, deployment: &DeploymentId) -> Option<DeploymentStats> {
+        let loaded = self.get(deployment).ok()?;
+        Some(DeploymentStats {
+            health: loaded.health(),
+            digest: loaded.compiled.digest(),
+            instances_started: loaded.instances_started.load(Ordering::Relaxed),
+            sessions_reset: loaded.sessions_reset.load(Ordering::Relaxed),
+            pooled_instances: lock(&loaded.pool).len(),
+            in_flight: loaded.in_flight.load(Ordering::SeqCst),
+        })
+    }
+
+    /// Drops the instances of sessions idle for the configured timeout (sessions busy with
+    /// a message are never idle); returns how many. Also done now and then as new sessions
+    /// start. Does nothing without a timeout.
+    pub fn evict_idle_sessions(&self) -> usize {
+        let Some(timeout) = self.inner.session_idle_timeout else {
+            return 0;
+        };
+        let now = self.inner.clock.now();
+        let loaded: Vec<Arc<Loaded>> = self
+            .inner
+            .deployments
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
+        loaded
+            .iter()
+            .map(|loaded| loaded.evict_idle(now, timeout))
+            .sum()
+    }
+
+    fn version_config(spec: &LoadSpec) -> BTreeMap<String, String> {
+        let version = &spec.version;
+        let mut values = BTreeMap::from([
+            (config_keys::AGENT.to_owned(), spec.agent.to_string()),
+            (
+                config_keys::DEPLOYMENT.to_owned(),
+                spec.deployment.to_string(),
+            ),
+            (
+                config_keys::CODE.to_owned(),
+                version.code.digest.to_string(),
+            ),
+            (config_keys::MODEL.to_owned(), version.model.reference()),
+            (
+                config_keys::PROMPT.to_owned(),
+                version.prompt.digest.to_string(),
+            ),
+            (
+                config_keys::TOOLS.to_owned(),
+                version.tools.digest.to_string(),
+            ),
+        ]);
+        values.extend(spec.config.clone());
+        values
+    }
+}
+
+impl WasmRuntime {
+    /// Loads a deployment like [`AgentRuntime::load`], with its own instance limits instead
+    /// of the runtime's.
+    pub fn load_with_limits(
+        &self,
+        spec: LoadSpec,
+        limits: InstanceLimits,
+    ) -> Result<(), AgentError> {
+        let deployment = spec.deployment.clone();
+        let actual = Digest::of(&spec.module);
+        if actual != spec.version.code.digest {
+            return Err(AgentError::DigestMismatch {
+                deployment,
+                expected: spec.version.code.digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        if self.inner.deployments.contains_key(&deployment) {
+            return Err(AgentError::AlreadyLoaded { deployment });
+        }
+        // Compiled with no lock held: other deployments keep serving meanwhile.
+        let compiled = self
+            .inner
+            .engine
+            .compile(&spec.module)
+            .map_err(|err| match err {
+                CompileError::Invalid { message, .. } => AgentError::Compile {
+                    deployment: deployment.clone(),
+                    message,
+                },
+                other => AgentError::AbiViolation {
+                    deployment: deployment.clone(),
+                    message: other.to_string(),
+                },
+            })?;
+        let config = Arc::new(ConfigSource::from_map(Self::version_config(&spec)));
+        let mut layers = ConfigLayers::new(config.clone());
+        if let Some(shared) = &self.inner.shared_config {
+            layers = layers.with_shared(shared.clone());
+        }
+        let setup = InstanceSetup::new(spec.agent.clone(), deployment.clone())
+            .limits(limits)
+            .config(layers)
+            .clock(self.inner.clock.clone());
+        let loaded = Arc::new(Loaded {
+            agent: spec.agent.clone(),
+            compiled,
+            config,
+            setup,
+            ready: AtomicBool::new(false),
+            unloading: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            drained_lock: Mutex::new(()),
+            drained: Condvar::new(),
+            sessions: DashMap::new(),
+            pool: Mutex::new(Vec::new()),
+            messages: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
+            instances_started: AtomicU64::new(0),
+            sessions_reset: AtomicU64::new(0),
+            last_sweep: Mutex::new(self.inner.clock.now()),
+            last_error: Mutex::new(None),
+        });
+        match self.inner.deployments.entry(deployment.clone()) {
+            Entry::Occupied(_) => return Err(AgentError::AlreadyLoaded { deployment }),
+            Entry::Vacant(entry) => {
+                entry.insert(loaded);
+            }
+        }
+        tracing::info!(
+            target: "caxton::wasm",
+            agent = %spec.agent,
+            deployment = %deployment,
+            digest = %actual,
+            "deployment loaded"
+        );
+        Ok(())
+    }
+}
+
+impl AgentRuntime for WasmRuntime {
+    fn load(&self, spec: LoadSpec) -> Result<(), AgentError> {
+        self.load_with_limits(spec, self.inner.limits.clone())
+    }
+
+    fn warm_up(&self, deployment: &DeploymentId) -> Result<(), AgentError> {
+        let loaded = self.get(deployment)?;
+        if loaded.unloading.load(Ordering::SeqCst) {
+            return Err(AgentError::Unloading {
+                deployment: deployment.clone(),
+            });
+        }
+        match loaded.instantiate(None) {
+            Ok(instance) => {
+                let mut pool = lock(&loaded.pool);
+                if pool.len() < self.inner.max_pooled_instances {
+                    pool.push(instance);
+                }
+                loaded.ready.store(true, Ordering::Release);
+                Ok(())
+            }
+            Err(err) => {
+                loaded.traps.fetch_add(1, Ordering::Relaxed);
+                *lock(&loaded.last_error) = Some(err.to_string());
+                Err(err)
+            }
+        }
+    }
+
+    fn handle(
+        &self,
+        deployment: &DeploymentId,
+        session: Option<&SessionId>,
+        message: &[u8],
+    ) -> Result<Vec<u8>, AgentError> {
+        let loaded = self.get(deployment)?;
+        let _in_flight = loaded.enter()?;
+        let result = match session {
+            Some(session) => loaded.handle_in_session(session, message, &self.inner),
+            None => loaded.handle_pooled(message, self.inner.max_pooled_instances),
+        };
+        loaded.record(&result);
+        result
+    }
+
+    fn end_session(&self, deployment: &DeploymentId, session: &SessionId) -> bool {
+        let Ok(loaded) = self.get(deployment) else {
+            return false;
+        };
+        match loaded.sessions.remove(session) {
+            Some((_, slot)) => {
+                // Waits for a message of the session still running, then frees the instance.
+                lock(&slot).instance.take();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn health(&self, deployment: &DeploymentId) -> Option<AgentHealth> {
+        self.get(deployment).ok().map(|loaded| loaded.health())
+    }
+
+    fn unload(&self, deployment: &DeploymentId) -> Result<(), AgentError> {
+        let loaded = self.get(deployment)?;
+        if loaded.unloading.swap(true, Ordering::SeqCst) {
+            return Err(AgentError::Unloading {
+                deployment: deployment.clone(),
+            });
+        }
+        {
+            let mut guard = lock(&loaded.drained_lock);
+            while loaded.in_flight.load(Ordering::SeqCst) > 0 {
+                // The timeout only guards against a wake-up lost to a race; the count decides.
+                guard = match loaded
+                    .drained
+                    .wait_timeout(guard, Duration::from_millis(10))
+                {
+                    Ok((guard, _)) => guard,
+                    Err(poisoned) => poisoned.into_inner().0,
+                };
+            }
+        }
+        self.inner
+            .deployments
+            .remove_if(deployment, |_, current| Arc::ptr_eq(current, &loaded));
+        loaded.sessions.clear();
+        lock(&loaded.pool).clear();
+        tracing::info!(
+            target: "caxton::wasm",
+            agent = %loaded.agent,
+            deployment = %deployment,
+            "deployment unloaded"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds every sample agent in release for wasm32-unknown-unknown and copies the modules to
+# wasm/ (or to the folder given as the first argument).
+#
+# The output is reproducible: paths of the checkout, the cargo home and the target folder
+# are remapped to fixed names, symbols are stripped and the lock file is enforced, so the
+# same toolchain (wasm/rustc-version.txt) gives the same bytes from any checkout location
+# and any CARGO_TARGET_DIR. examples/tests/agents_reproducible.rs checks that.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+checkout="$(cd "$here/../.." && pwd)"
+out="${1:-$here/wasm}"
+target_triple=wasm32-unknown-unknown
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
+mkdir -p "$CARGO_TARGET_DIR" "$out"
+target_dir="$(cd "$CARGO_TARGET_DIR" && pwd)"
+out="$(cd "$out" && pwd)"
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+
+if ! rustup target list --installed 2>/dev/null | grep -qx "$target_triple"; then
+  echo "installing the $target_triple target" >&2
+  rustup target add "$target_triple"
+fi
+
+# Later prefixes win when several match, so the most specific paths come last.
+export RUSTFLAGS="--remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$checkout=/caxton --remap-path-prefix=$target_dir=/target"
+unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
+
+cd "$here"
+build() {
+  local package="$1" features="$2" name="$3"
+  cargo build --quiet --locked --release --target "$target_triple" -p "$package" \
+    ${features:+--features "$features"}
+  # The linker marks its output executable; a module is data.
+  install -m 0644 "$target_dir/$target_triple/release/$package.wasm" "$out/$name.wasm"
+  echo "built $out/$name.wasm ($(wc -c < "$out/$name.wasm") bytes)"
+}
+
+build processor "" processor_v1
+build processor v2 processor_v2
+build processor v3 processor_v3
+build chat "" chat_v1
+build chat v2 chat_v2
+
+rustc --version > "$out/rustc-version.txt"

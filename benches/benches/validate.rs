@@ -39,7 +39,7 @@ fn validate(c: &mut Criterion) {
         .contract_tests(ContractTest::parse_all(r#"[{"name": "ping", "input": {"kind": "ping"}, "expect": {"kind": "pong", "fields": {"ok": true}}}]"#).expect("vectors"));
     assert!(pipeline.validate(&small).accepted, "the small agent is accepted");
     let processor = ValidationInput::new(ModuleSource::from_path(&repo("examples/agents/wasm/processor_v1.wasm")).expect("processor"))
-        .contract_tests(ContractTest::from_file(&repo("caxton-validate/tests/fixtures/processor_vectors.json")).expect("vectors"));
+        .contract_tests(ContractTest::from_file(&repo("examples/agents/processor/contract_tests.json")).expect("vectors"));
     assert!(pipeline.validate(&processor).accepted, "the processor agent is accepted");
 
     let large = large_module::large_agent_module(5 * 1024 * 1024);

@@ -8,6 +8,7 @@
 //! A subcommand is one variant of [`Command`] and one module with an `Args` struct and a
 //! `run(args) -> CommandResult` function (see [`output`]).
 
+mod demo;
 mod output;
 mod plan;
 mod simulate;
@@ -30,6 +31,9 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the main job: validate, canary with automatic rollback, rainbow and shadow
+    /// deploys of real sample agents through the real router and runtime.
+    Demo(demo::DemoArgs),
     /// Validate an agent module: static checks, sandbox, contracts and resource profile.
     Validate(validate::ValidateArgs),
     /// Print a rollout's steps and timeline without running anything.
@@ -41,6 +45,7 @@ enum Command {
 impl Command {
     fn run(self) -> CommandResult {
         match self {
+            Command::Demo(args) => demo::run(args),
             Command::Validate(args) => validate::run(args),
             Command::Plan(args) => plan::run(args),
             Command::Simulate(args) => simulate::run(args),

@@ -49,7 +49,7 @@ const ECHO_WAT: &str = r#"(module
 
 #[test]
 fn an_accepted_module_prints_a_line_per_stage_and_exits_0() {
-    let output = caxton(&["validate", &repo("examples/agents/wasm/processor_v1.wasm"), "--contract-tests", &repo("caxton-validate/tests/fixtures/processor_vectors.json")]);
+    let output = caxton(&["validate", &repo("examples/agents/wasm/processor_v1.wasm"), "--contract-tests", &repo("examples/agents/processor/contract_tests.json")]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     for stage in ["✓ static (", "✓ sandbox (", "✓ contracts (", "✓ resources (", "✓ Validation passed ("] {
@@ -88,7 +88,7 @@ fn a_rejected_module_exits_1_with_its_findings() {
         "--previous",
         &repo("examples/agents/wasm/processor_v1.wasm"),
         "--contract-tests",
-        &repo("caxton-validate/tests/fixtures/processor_vectors.json"),
+        &repo("examples/agents/processor/contract_tests.json"),
         "--json",
     ]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));

@@ -69,6 +69,16 @@ pub enum RegisterError {
         /// The agent named in the request.
         agent: AgentId,
     },
+    /// The router has registered as many deployments as its arena can index (2³² − 1,
+    /// retired ones included); a new router is needed.
+    #[error(
+        "cannot register deployment `{deployment}`: the router has registered 4,294,967,295 \
+         deployments, its limit"
+    )]
+    TooManyDeployments {
+        /// The deployment.
+        deployment: DeploymentId,
+    },
 }
 
 /// Why a change to an agent's route (promote, split, shadow, affinity, pin) was refused.
@@ -244,6 +254,9 @@ impl From<RegisterError> for TrafficError {
             RegisterError::AlreadyRegistered { deployment, agent } => {
                 TrafficError::AlreadyRegistered { deployment, agent }
             }
+            err @ RegisterError::TooManyDeployments { .. } => TrafficError::Backend {
+                message: err.to_string(),
+            },
         }
     }
 }

@@ -80,16 +80,24 @@
 //!
 //! # Cost
 //!
-//! A route is one protected load of the agent table (none with a per-thread
-//! [`RouterReader`]), one hash lookup, one protected load of the agent's route (kept inline
-//! in the table), a hash of the session when a split is active, and one atomic add on the
-//! calling thread's counter shard, which also carries the deployment's drain phase; the
-//! decision subtracts it again when dropped. The outer table is copied only to add an
-//! agent; a change to one agent's route, rollback included, never copies the others.
+//! The fast path is a [`RouterReader`], one per routing thread: a lookup in the reader's
+//! own map of agents, one plain atomic read and a pointer compare to confirm its cached
+//! route of the agent, a hash of the session when a split is active, a range lookup, and
+//! one atomic add on the reader's counter shard, which also carries the deployment's drain
+//! phase; the decision subtracts it again when dropped. The decision borrows the router
+//! and points straight at the deployment's entry, so no reference count is touched and
+//! nothing is written that another core reads. [`Router::route`] works without a reader
+//! and pays two protected loads (`arc_swap`) more per message. A decision that must
+//! outlive the router's scope becomes `'static` with [`RouteDecision::into_owned`].
+//!
+//! The outer table is copied only to add an agent; a change to one agent's route,
+//! rollback included, never copies the others. Every deployment ever registered keeps its
+//! entry until the router is dropped (see [`Router`]'s memory notes).
 #![forbid(unsafe_code)]
 
-mod cell;
+mod agent;
 mod decision;
+mod entry;
 mod error;
 mod local;
 mod reader;
@@ -97,7 +105,7 @@ mod route;
 mod router;
 mod traffic;
 
-pub use decision::RouteDecision;
+pub use decision::{OwnedRouteDecision, RouteDecision};
 pub use error::{
     ChangeError, DrainError, PreviewError, RegisterError, RetireError, RollbackError, RouteError,
 };

@@ -1,13 +1,11 @@
 //! The published route of one agent: what the writer asked for, compiled for the hot path.
 
 use std::fmt;
-use std::sync::Arc;
 
 use caxton_core::{AgentId, DeploymentId, SessionAffinity, SessionId, ShadowConfig, Split};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use crate::cell::{Counters, DeploymentCell};
-use crate::local::{self, FULL};
+use crate::local::{self, FULL, PointSource};
 
 /// Mixed into the seed of shadow sampling so that which sessions are mirrored does not
 /// line up with which sessions land on a canary.
@@ -27,7 +25,7 @@ pub(crate) fn agent_seed(agent: &AgentId) -> u64 {
     xxh3_64(agent.as_str().as_bytes())
 }
 
-#[inline]
+#[inline(always)]
 fn point_with_seed(seed: u64, session: &SessionId) -> u16 {
     local::reduce(xxh3_64_with_seed(session.as_str().as_bytes(), seed))
 }
@@ -70,144 +68,223 @@ impl RouteSpec {
     }
 }
 
-/// Most weighted ranges kept inline in the route; larger splits keep theirs in a separate
-/// array.
-const INLINE_RANGES: usize = 8;
+/// Weighted targets kept inline in the route's first cache line; larger splits keep
+/// theirs in a separate array.
+pub(crate) const INLINE: usize = 4;
 
-/// Targets kept inline in the route, so a canary's two deployments are reached without
-/// another pointer hop.
-const INLINE_TARGETS: usize = 2;
+/// Marks an unused target slot, or no shadow.
+const NO_INDEX: u32 = u32::MAX;
 
-/// One deployment as a route reaches it: its counters and id, side by side so that a route
-/// touches one line to reach both.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub(crate) counters: Counters,
-    pub(crate) id: DeploymentId,
+/// The part of a route that picks where a message goes, small and `Copy` so that a
+/// [`RouterReader`](crate::RouterReader) can keep it by value next to its own state.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Picker {
+    seed: u64,
+    generation: u64,
+    /// Exclusive upper bounds of the weighted ranges when there are at most `INLINE`, in
+    /// points; unused ones are `FULL`, which no point reaches.
+    ranges: [u16; INLINE],
+    /// How many deployments take new traffic: 0 (no production), 1 (all to slot 0) or
+    /// more (weighted).
+    weighted: u32,
+    /// Arena index of the shadow, or `NO_INDEX`.
+    shadow: u32,
+    shadow_rate: u16,
+    affinity: bool,
+}
+
+impl Picker {
+    /// Whether the weighted ranges fit inline, so that
+    /// [`choose_inline`](Self::choose_inline) applies.
+    #[inline]
+    pub(crate) fn is_inline(&self) -> bool {
+        self.weighted as usize <= INLINE
+    }
+
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether messages with a session follow session pins.
+    #[inline]
+    pub(crate) fn has_affinity(&self) -> bool {
+        self.affinity
+    }
+
+    /// How many weighted slots the route has.
+    #[inline]
+    pub(crate) fn weighted(&self) -> usize {
+        self.weighted as usize
+    }
+
+    /// The arena index of the shadow, if the route mirrors to one.
+    #[inline]
+    pub(crate) fn shadow_index(&self) -> Option<u32> {
+        (self.shadow != NO_INDEX).then_some(self.shadow)
+    }
+
+    /// The point of a new message: the session's, or one spread by weight.
+    #[inline(always)]
+    fn point(&self, session: Option<&SessionId>, points: &mut impl PointSource) -> u16 {
+        match session {
+            Some(session) => point_with_seed(self.seed, session),
+            None => points.random_point(),
+        }
+    }
+
+    /// [`AgentRoute::choose`] for a route whose ranges fit inline.
+    #[inline]
+    pub(crate) fn choose_inline(
+        &self,
+        session: Option<&SessionId>,
+        points: &mut impl PointSource,
+    ) -> Option<usize> {
+        debug_assert!(self.is_inline());
+        match self.weighted {
+            0 => None,
+            1 => Some(0),
+            _ => {
+                let point = self.point(session, points);
+                // Ranges are increasing and unused ones are `FULL`, which no point reaches,
+                // so the number of bounds at or below the point is its slot.
+                let slot = self.ranges.iter().filter(|upper| **upper <= point).count();
+                Some(slot.min(INLINE - 1))
+            }
+        }
+    }
+
+    /// Whether this message is mirrored to the shadow: deterministic per session, an even
+    /// sequence without one.
+    #[inline]
+    pub(crate) fn sample_shadow(
+        &self,
+        session: Option<&SessionId>,
+        points: &mut impl PointSource,
+    ) -> bool {
+        if self.shadow == NO_INDEX {
+            return false;
+        }
+        if self.shadow_rate >= FULL {
+            return true;
+        }
+        let point = match session {
+            Some(session) => point_with_seed(self.seed ^ SHADOW_SALT, session),
+            None => points.sequence_point(),
+        };
+        point < self.shadow_rate
+    }
 }
 
 /// The route of one agent as published: production, split, shadow, session affinity and a
 /// generation that grows with every publication.
 ///
 /// Every route is immutable: a change builds a new one and swaps it in, so a reader sees one
-/// route whole, never a mix of two. [`RouteDecision::agent_route`] shows the route a message
-/// was routed with.
-///
-/// [`RouteDecision::agent_route`]: crate::RouteDecision::agent_route
-// `repr(C, align(64))`: the fields the hot path reads come first, on two whole cache lines.
+/// route whole, never a mix of two. A [`RouteDecision`](crate::RouteDecision) names the
+/// [`generation`](AgentRoute::generation) it was made with.
+// `repr(C, align(64))`: what routing reads comes first, on one cache line. Deployments are
+// named by their index in the router's arena.
 #[repr(C, align(64))]
 pub struct AgentRoute {
-    /// Every deployment registered for the agent when the route was built, the first two
-    /// inline and the rest in `more_targets`: first the ones new traffic goes to (the
-    /// split's entries with a weight, in the split's order, or production alone), then the
-    /// others.
-    targets: [Option<Target>; INLINE_TARGETS],
-    seed: u64,
-    idle_timeout_ms: u64,
-    /// Exclusive upper bounds of the weighted ranges of the first targets, in points.
-    ranges: [u16; INLINE_RANGES],
-    /// How many of the first targets take new traffic: 0 (no production), 1 (all to
-    /// target 0) or more (weighted by `ranges`).
-    weighted: u32,
-    shadow_index: u32,
-    shadow_rate: u16,
-    affinity: bool,
-    more_targets: Box<[Target]>,
+    picker: Picker,
+    /// Arena indices of the deployments new traffic goes to (the split's entries with a
+    /// weight, in the split's order, or production alone), when there are at most
+    /// `INLINE`.
+    targets: [u32; INLINE],
     // Read off the hot path only.
-    more_ranges: Box<[u16]>,
+    idle_timeout_ms: u64,
+    /// `(upper bound, arena index)` of every weighted target, when there are more than
+    /// `INLINE`.
+    more: Box<[(u16, u32)]>,
+    /// Ids of the deployments new traffic goes to.
+    weighted_ids: Box<[DeploymentId]>,
+    /// Every deployment registered for the agent when the route was built, with its arena
+    /// index.
+    registered: Box<[(DeploymentId, u32)]>,
     agent: AgentId,
-    generation: u64,
     spec: RouteSpec,
 }
 
-/// Marks "no shadow".
-const NO_SHADOW: u32 = u32::MAX;
-
 impl AgentRoute {
-    /// Compiles `spec` over the agent's registered deployments `cells`. A deployment the
-    /// spec names that is not among `cells` gets no traffic; writers check names first.
+    /// Compiles `spec` over the agent's registered deployments (id and arena index). A
+    /// deployment the spec names that is not registered gets no traffic; writers check
+    /// names first.
     pub(crate) fn build(
         agent: AgentId,
         generation: u64,
         spec: RouteSpec,
-        cells: &[Arc<DeploymentCell>],
+        registered: &[(DeploymentId, u32)],
     ) -> Self {
-        let target = |cell: &Arc<DeploymentCell>| Target {
-            counters: cell.counters().clone(),
-            id: cell.id().clone(),
+        let find = |id: &DeploymentId| {
+            registered
+                .iter()
+                .find(|(registered, _)| registered == id)
+                .map(|(_, index)| *index)
         };
-        let find = |id: &DeploymentId| cells.iter().find(|cell| cell.id() == id);
-        let mut targets: Vec<Target> = Vec::with_capacity(cells.len());
-        let mut bounds: Vec<u16> = Vec::new();
+        // (upper bound, arena index, id) of every deployment that takes new traffic.
+        let mut weighted: Vec<(u16, u32, DeploymentId)> = Vec::new();
         match (&spec.split, &spec.production) {
             (Some(split), _) => {
                 let mut upper = 0u16;
                 for entry in split.entries() {
                     upper += entry.weight.bps();
                     if entry.weight.bps() > 0
-                        && let Some(cell) = find(&entry.deployment)
+                        && let Some(index) = find(&entry.deployment)
                     {
-                        targets.push(target(cell));
-                        bounds.push(upper);
+                        weighted.push((upper, index, entry.deployment.clone()));
                     }
                 }
-                if let Some(last) = bounds.last_mut() {
+                if let Some(last) = weighted.last_mut() {
                     // Weights sum to 10,000; this only guards the scan's end.
-                    *last = FULL;
+                    last.0 = FULL;
                 }
             }
             (None, Some(production)) => {
-                if let Some(cell) = find(production) {
-                    targets.push(target(cell));
-                    bounds.push(FULL);
+                if let Some(index) = find(production) {
+                    weighted.push((FULL, index, production.clone()));
                 }
             }
             (None, None) => {}
         }
-        let weighted = targets.len() as u32;
-        for cell in cells {
-            if !targets[..weighted as usize]
-                .iter()
-                .any(|t| &t.id == cell.id())
-            {
-                targets.push(target(cell));
+        let mut ranges = [FULL; INLINE];
+        let mut targets = [NO_INDEX; INLINE];
+        let more: Box<[(u16, u32)]> = if weighted.len() <= INLINE {
+            for (slot, (upper, index, _)) in weighted.iter().enumerate() {
+                ranges[slot] = *upper;
+                targets[slot] = *index;
             }
-        }
-        let mut ranges = [FULL; INLINE_RANGES];
-        let more_ranges: Box<[u16]> = if bounds.len() <= INLINE_RANGES {
-            ranges[..bounds.len()].copy_from_slice(&bounds);
             Box::default()
         } else {
-            bounds.into_boxed_slice()
+            weighted
+                .iter()
+                .map(|(upper, index, _)| (*upper, *index))
+                .collect()
         };
-        let (shadow_index, shadow_rate) = spec
+        let (shadow, shadow_rate) = spec
             .shadow
             .as_ref()
             .filter(|shadow| shadow.sample.bps() > 0)
-            .and_then(|shadow| {
-                let index = targets.iter().position(|t| t.id == shadow.deployment)?;
-                Some((index as u32, shadow.sample.bps()))
-            })
-            .unwrap_or((NO_SHADOW, 0));
+            .and_then(|shadow| Some((find(&shadow.deployment)?, shadow.sample.bps())))
+            .unwrap_or((NO_INDEX, 0));
         let idle_timeout_ms = spec.affinity.map_or(0, |a| {
             u64::try_from(a.idle_timeout.as_millis()).unwrap_or(u64::MAX)
         });
-        let more_targets: Box<[Target]> =
-            targets.split_off(INLINE_TARGETS.min(targets.len())).into();
-        let mut inline = targets.into_iter();
         AgentRoute {
-            targets: [inline.next(), inline.next()],
-            more_targets,
-            seed: agent_seed(&agent),
+            picker: Picker {
+                seed: agent_seed(&agent),
+                generation,
+                ranges,
+                weighted: weighted.len() as u32,
+                shadow,
+                shadow_rate,
+                affinity: spec.affinity.is_some(),
+            },
+            targets,
             idle_timeout_ms,
-            ranges,
-            weighted,
-            shadow_index,
-            shadow_rate,
-            affinity: spec.affinity.is_some(),
-            more_ranges,
+            more,
+            weighted_ids: weighted.into_iter().map(|(_, _, id)| id).collect(),
+            registered: registered.into(),
             agent,
-            generation,
             spec,
         }
     }
@@ -220,7 +297,7 @@ impl AgentRoute {
     /// Grows by one with every route published for the agent (changes, rollbacks, and
     /// registrations or retirements of its deployments).
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.picker.generation
     }
 
     /// The production deployment, if the agent has one.
@@ -245,93 +322,64 @@ impl AgentRoute {
 
     /// Whether a new message could be sent to `deployment` as primary under this route.
     pub fn sends_to(&self, deployment: &DeploymentId) -> bool {
-        self.all_targets()
-            .take(self.weighted as usize)
-            .any(|t| &t.id == deployment)
-    }
-
-    fn all_targets(&self) -> impl Iterator<Item = &Target> {
-        self.targets
-            .iter()
-            .flatten()
-            .chain(self.more_targets.iter())
+        self.weighted_ids.contains(deployment)
     }
 
     pub(crate) fn spec(&self) -> &RouteSpec {
         &self.spec
     }
 
-    /// The target at `index`, which comes from this route (`choose`, `index_of`...).
+    /// What routing reads.
     #[inline]
-    pub(crate) fn target(&self, index: u32) -> &Target {
-        let index = index as usize;
-        match self.targets.get(index) {
-            Some(Some(target)) => target,
-            _ => &self.more_targets[index - INLINE_TARGETS],
-        }
+    pub(crate) fn picker(&self) -> &Picker {
+        &self.picker
     }
 
     /// The session idle timeout, when session affinity is on.
     #[inline]
     pub(crate) fn idle_timeout_ms(&self) -> Option<u64> {
-        self.affinity.then_some(self.idle_timeout_ms)
+        self.picker.affinity.then_some(self.idle_timeout_ms)
     }
 
-    /// The index of the target whose counters are `counters`, if this route has it.
-    #[inline]
-    pub(crate) fn index_of_counters(&self, counters: &Counters) -> Option<u32> {
-        self.all_targets()
-            .position(|t| t.counters.same(counters))
-            .map(|i| i as u32)
-    }
-
+    /// The arena index of `deployment`, if it was registered for the agent when the route
+    /// was built.
     pub(crate) fn index_of(&self, deployment: &DeploymentId) -> Option<u32> {
-        self.all_targets()
-            .position(|t| &t.id == deployment)
-            .map(|i| i as u32)
+        self.registered
+            .iter()
+            .find(|(id, _)| id == deployment)
+            .map(|(_, index)| *index)
     }
 
-    /// The primary deployment for a new message: sticky by session point when there is a
-    /// session, spread by weight otherwise. `None` when the agent has no production.
+    /// The weighted slot of the primary deployment for a new message: sticky by session
+    /// point when there is a session, spread by weight otherwise. `None` when the agent has
+    /// no production. [`target`](Self::target) names the slot's deployment.
     #[inline]
-    pub(crate) fn choose(&self, session: Option<&SessionId>) -> Option<u32> {
-        match self.weighted {
-            0 => None,
-            1 => Some(0),
-            weighted => {
-                let point = match session {
-                    Some(session) => point_with_seed(self.seed, session),
-                    None => local::random_point(),
-                };
-                let ranges = if weighted as usize <= INLINE_RANGES {
-                    &self.ranges[..weighted as usize]
-                } else {
-                    &self.more_ranges[..]
-                };
-                let index = ranges
-                    .iter()
-                    .position(|upper| point < *upper)
-                    .unwrap_or(weighted as usize - 1);
-                Some(index as u32)
-            }
+    pub(crate) fn choose(
+        &self,
+        session: Option<&SessionId>,
+        points: &mut impl PointSource,
+    ) -> Option<usize> {
+        if self.picker.is_inline() {
+            return self.picker.choose_inline(session, points);
         }
+        let point = self.picker.point(session, points);
+        let slot = self
+            .more
+            .iter()
+            .position(|(upper, _)| point < *upper)
+            .unwrap_or(self.more.len() - 1);
+        Some(slot)
     }
 
-    /// The shadow to mirror this message to, if it is sampled: deterministic per session,
-    /// an even per-thread sequence without one.
+    /// The arena index of the deployment in weighted `slot` (below the route's number of
+    /// weighted slots).
     #[inline]
-    pub(crate) fn sample_shadow(&self, session: Option<&SessionId>) -> Option<u32> {
-        if self.shadow_index == NO_SHADOW {
-            return None;
+    pub(crate) fn target(&self, slot: usize) -> u32 {
+        if self.picker.is_inline() {
+            self.targets[slot]
+        } else {
+            self.more[slot].1
         }
-        if self.shadow_rate >= FULL {
-            return Some(self.shadow_index);
-        }
-        let point = match session {
-            Some(session) => point_with_seed(self.seed ^ SHADOW_SALT, session),
-            None => local::sequence_point(),
-        };
-        (point < self.shadow_rate).then_some(self.shadow_index)
     }
 }
 
@@ -339,7 +387,7 @@ impl fmt::Debug for AgentRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentRoute")
             .field("agent", &self.agent)
-            .field("generation", &self.generation)
+            .field("generation", &self.picker.generation)
             .field("production", &self.spec.production)
             .field("split", &self.spec.split)
             .field("shadow", &self.spec.shadow)
@@ -351,15 +399,18 @@ impl fmt::Debug for AgentRoute {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::local::Sampler;
     use caxton_core::Weight;
 
     fn d(s: &str) -> DeploymentId {
         DeploymentId::new(s).unwrap()
     }
 
-    fn cells(agent: &AgentId, ids: &[&str]) -> Vec<Arc<DeploymentCell>> {
+    /// Registered deployments, at arena indices 10, 11, ...
+    fn registered(ids: &[&str]) -> Vec<(DeploymentId, u32)> {
         ids.iter()
-            .map(|id| Arc::new(DeploymentCell::new(agent.clone(), d(id), 1)))
+            .enumerate()
+            .map(|(n, id)| (d(id), 10 + n as u32))
             .collect()
     }
 
@@ -399,32 +450,63 @@ mod tests {
                 split: Some(split),
                 ..RouteSpec::default()
             },
-            &cells(&agent, &["a", "b", "z"]),
+            &registered(&["a", "b", "z"]),
         );
+        let mut points = Sampler::new(1);
         for i in 0..2_000 {
             let session = SessionId::new(format!("s{i}")).unwrap();
             let point = session_point(&agent, &session);
-            let chosen = route
-                .target(route.choose(Some(&session)).unwrap())
-                .id
-                .clone();
-            let expected = if point < 7_500 { d("a") } else { d("b") };
+            let chosen = route.target(route.choose(Some(&session), &mut points).unwrap());
+            let expected = if point < 7_500 { 10 } else { 11 };
             assert_eq!(chosen, expected, "point {point}");
         }
         assert!(!route.sends_to(&d("z")), "a zero weight gets nothing");
         assert!(route.sends_to(&d("b")));
+        assert_eq!(route.index_of(&d("z")), Some(12));
+    }
+
+    #[test]
+    fn wide_splits_keep_their_ranges_out_of_line_and_choose_the_same_way() {
+        let agent = AgentId::new("a").unwrap();
+        let names = ["a", "b", "c", "d", "e", "f"];
+        let split = Split::new(
+            names
+                .iter()
+                .map(|n| (d(n), Weight::from_bps(if *n == "a" { 5_000 } else { 1_000 }).unwrap())),
+        )
+        .unwrap();
+        let route = AgentRoute::build(
+            agent.clone(),
+            1,
+            RouteSpec {
+                production: Some(d("a")),
+                split: Some(split),
+                ..RouteSpec::default()
+            },
+            &registered(&names),
+        );
+        let mut counts = [0usize; 6];
+        let mut points = Sampler::new(2);
+        for i in 0..20_000 {
+            let session = SessionId::new(format!("s{i}")).unwrap();
+            let point = session_point(&agent, &session);
+            let chosen = route.target(route.choose(Some(&session), &mut points).unwrap());
+            let expected = if point < 5_000 {
+                10
+            } else {
+                10 + 1 + u32::from((point - 5_000) / 1_000)
+            };
+            assert_eq!(chosen, expected, "point {point}");
+            counts[(chosen - 10) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| *c > 0), "{counts:?}");
     }
 
     #[test]
     fn no_production_chooses_nothing() {
         let agent = AgentId::new("a").unwrap();
-        let route = AgentRoute::build(
-            agent.clone(),
-            0,
-            RouteSpec::default(),
-            &cells(&agent, &["a"]),
-        );
-        assert_eq!(route.choose(None), None);
+        let route = AgentRoute::build(agent.clone(), 0, RouteSpec::default(), &registered(&["a"]));
+        assert_eq!(route.choose(None, &mut Sampler::new(0)), None);
     }
 
     #[test]
@@ -441,10 +523,11 @@ mod tests {
                 }),
                 ..RouteSpec::default()
             },
-            &cells(&agent, &["a", "s"]),
+            &registered(&["a", "s"]),
         );
+        let mut points = Sampler::new(5);
         let without_session = (0..10_000)
-            .filter(|_| route.sample_shadow(None).is_some())
+            .filter(|_| route.picker().sample_shadow(None, &mut points))
             .count();
         assert_eq!(
             without_session, 1_000,
@@ -455,11 +538,19 @@ mod tests {
             .collect();
         let sampled = sessions
             .iter()
-            .filter(|s| route.sample_shadow(Some(s)).is_some())
+            .filter(|s| route.picker().sample_shadow(Some(s), &mut points))
             .count();
         assert!((1_800..=2_200).contains(&sampled), "{sampled}");
         for s in &sessions[..100] {
-            assert_eq!(route.sample_shadow(Some(s)), route.sample_shadow(Some(s)));
+            assert_eq!(
+                route.picker().sample_shadow(Some(s), &mut points),
+                route.picker().sample_shadow(Some(s), &mut points)
+            );
         }
+        assert_eq!(
+            route.picker().shadow_index(),
+            Some(11),
+            "the shadow is named by its arena index"
+        );
     }
 }

@@ -1,165 +1,33 @@
-//! The router: a table of agents, each with its own atomically swapped route.
+//! The router: an append-only arena of deployments and a table of agents, each agent with
+//! its own atomically swapped route.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::ArcSwap;
 use caxton_core::{
     AgentId, Clock, DeploymentId, DrainPhase, DrainReport, DrainStatus, SessionAffinity, SessionId,
     ShadowConfig, Split, SystemClock, Timestamp, Weight,
 };
-use dashmap::DashMap;
+use crossbeam_utils::CachePadded;
 use dashmap::mapref::entry::Entry;
 
-use crate::cell::{Admission, Counters, DeploymentCell};
+use crate::agent::{AgentCell, AgentTable, AgentWriter, FastHash, Pin};
 use crate::decision::RouteDecision;
+use crate::entry::{self, Admission, DeploymentEntry};
 use crate::error::{
     ChangeError, DrainError, PreviewError, RegisterError, RetireError, RollbackError, RouteError,
 };
-use crate::local;
-use crate::route::{AgentRoute, RouteSpec, Target};
-
-type FastHash = foldhash::fast::RandomState;
-pub(crate) type AgentTable = HashMap<AgentId, AgentEntry, FastHash>;
-
-/// One agent in the table: its published route, inline in the table so a route reaches it
-/// without another pointer hop, and the slot with everything else.
-pub(crate) struct AgentEntry {
-    route: ArcSwap<AgentRoute>,
-    slot: Arc<AgentSlot>,
-}
+use crate::local::{self, PointSource, ThreadSampler};
+use crate::route::{AgentRoute, Picker, RouteSpec};
 
 /// Routes kept for rollback per agent unless the builder says otherwise.
 pub const DEFAULT_ROLLBACK_WINDOW: usize = 16;
 
 /// Most in-flight counter shards per deployment.
 const MAX_SHARDS: usize = 1024;
-
-/// Everything the router keeps for one agent besides the published route. Slots are shared
-/// between versions of the outer table, so adding an agent copies only pointers, and a
-/// change to one agent's route touches that agent's entry alone.
-pub(crate) struct AgentSlot {
-    agent: AgentId,
-    /// Session pins; read on the hot path only while session affinity is on.
-    pins: DashMap<SessionId, Pin, FastHash>,
-    /// Serializes the agent's writers; readers never take it.
-    writer: Mutex<AgentWriter>,
-}
-
-/// A session's pin to the deployment that served its first message.
-struct Pin {
-    target: Target,
-    last_seen_ms: AtomicU64,
-}
-
-impl Pin {
-    fn new(target: Target, now_ms: u64) -> Self {
-        Pin {
-            target,
-            last_seen_ms: AtomicU64::new(now_ms),
-        }
-    }
-
-    fn is_to(&self, counters: &Counters) -> bool {
-        self.target.counters.same(counters)
-    }
-
-    fn admits_session(&self) -> bool {
-        self.target.counters.admits(Admission::Pinned)
-    }
-
-    fn is_live(&self, now_ms: u64, idle_timeout_ms: u64) -> bool {
-        now_ms.saturating_sub(self.last_seen_ms.load(Ordering::Relaxed)) <= idle_timeout_ms
-    }
-
-    /// Records activity; skips the write when the time has not moved, to keep the pin's
-    /// cache line shared between threads serving the same session.
-    fn touch(&self, now_ms: u64) {
-        if self.last_seen_ms.load(Ordering::Relaxed) < now_ms {
-            self.last_seen_ms.store(now_ms, Ordering::Relaxed);
-        }
-    }
-}
-
-/// The write side of one agent, behind the slot's mutex.
-struct AgentWriter {
-    /// Every registered, not retired deployment of the agent.
-    cells: Vec<Arc<DeploymentCell>>,
-    /// Earlier routes, oldest first.
-    history: VecDeque<RouteSpec>,
-    generation: u64,
-    /// The route last published.
-    current: Arc<AgentRoute>,
-}
-
-impl AgentSlot {
-    fn new(agent: AgentId) -> Self {
-        let empty = AgentRoute::build(agent.clone(), 0, RouteSpec::default(), &[]);
-        AgentSlot {
-            agent,
-            pins: DashMap::with_hasher(FastHash::default()),
-            writer: Mutex::new(AgentWriter {
-                cells: Vec::new(),
-                history: VecDeque::new(),
-                generation: 0,
-                current: Arc::new(empty),
-            }),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, AgentWriter> {
-        // Writers leave the state consistent at every step that can unwind, so a poisoned
-        // lock is still usable.
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn find_cell(writer: &AgentWriter, deployment: &DeploymentId) -> Option<Arc<DeploymentCell>> {
-        writer
-            .cells
-            .iter()
-            .find(|cell| cell.id() == deployment)
-            .cloned()
-    }
-
-    fn is_registered(writer: &AgentWriter, cell: &Arc<DeploymentCell>) -> bool {
-        writer.cells.iter().any(|c| Arc::ptr_eq(c, cell))
-    }
-
-    /// Removes the pins matching `drop_it`; returns how many of them were still live.
-    fn drop_pins(
-        &self,
-        now_ms: u64,
-        idle_timeout_ms: Option<u64>,
-        mut drop_it: impl FnMut(&Pin) -> bool,
-    ) -> u64 {
-        if self.pins.is_empty() {
-            return 0;
-        }
-        let mut live = 0;
-        self.pins.retain(|_, pin| {
-            if !drop_it(pin) {
-                return true;
-            }
-            if idle_timeout_ms.is_none_or(|idle| pin.is_live(now_ms, idle)) {
-                live += 1;
-            }
-            false
-        });
-        live
-    }
-}
-
-impl fmt::Debug for AgentSlot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentSlot")
-            .field("agent", &self.agent)
-            .field("pins", &self.pins.len())
-            .finish()
-    }
-}
 
 /// Configures a [`Router`].
 #[derive(Debug, Clone)]
@@ -196,9 +64,10 @@ impl RouterBuilder {
     }
 
     /// How many in-flight counters each deployment spreads its count over. Threads pick a
-    /// counter each, so more shards mean fewer cores writing the same cache line, at 128
-    /// bytes per shard per deployment. Rounded up to a power of two between 1 and 1024; by
-    /// default twice the number of cores, between 2 and 64.
+    /// counter each, so more shards mean fewer cores writing the same cache line, at one
+    /// padded cache line (128 bytes on x86-64) per shard per deployment ever registered.
+    /// Rounded up to a power of two between 1 and 1024; by default the next power of two
+    /// at or above twice the number of cores, between 2 and 64.
     pub fn in_flight_shards(mut self, shards: usize) -> Self {
         self.shards = shards.clamp(1, MAX_SHARDS).next_power_of_two();
         self
@@ -207,12 +76,13 @@ impl RouterBuilder {
     /// The router.
     pub fn build(self) -> Router {
         Router {
+            arena: CachePadded::new(boxcar::Vec::new()),
             table: ArcSwap::from_pointee(AgentTable::default()),
-            structure: RwLock::new(()),
+            adding: Mutex::new(()),
             registry: Mutex::new(HashMap::default()),
             clock: self.clock,
             rollback_window: self.rollback_window,
-            shard_mask: self.shards - 1,
+            shard_mask: (self.shards - 1) as u32,
         }
     }
 }
@@ -224,20 +94,34 @@ impl RouterBuilder {
 /// built off the hot path and serialized per agent; a change to one agent never copies
 /// the routes of the others. See the [crate documentation](crate) for an example.
 ///
-/// Routing is [`route`](Router::route) (or a per-thread [`RouterReader`](crate::RouterReader),
-/// which skips one atomic load per message); the rest of the methods change routes and
-/// manage drains. The same operations are available asynchronously through
-/// [`TrafficControl`](caxton_core::TrafficControl).
+/// Routing is [`route`](Router::route), or, for a thread that routes many messages, a
+/// [`RouterReader`](crate::RouterReader) from [`reader`](Router::reader): the per-thread
+/// fast path, which skips the two protected loads that `route` pays on every message. The
+/// rest of the methods change routes and manage drains. The same operations are available
+/// asynchronously through [`TrafficControl`](caxton_core::TrafficControl).
+///
+/// # Memory
+///
+/// Every deployment ever registered keeps an entry (its id, its agent's id, when its drain
+/// started and its [in-flight shards](RouterBuilder::in_flight_shards), one padded cache
+/// line each: 128 bytes on x86-64) in an append-only arena until the router is dropped,
+/// retired deployments included: that is what lets a decision point at its deployment
+/// without a reference count. With the default 4 shards on 2 cores that is about 600
+/// bytes per registration; a host that registers and retires versions for years at a high
+/// rate may rebuild its router now and then.
 pub struct Router {
+    /// Every deployment ever registered, at a fixed index. Padded: registrations write the
+    /// arena's own counters, which must not share a line with what readers read.
+    arena: CachePadded<boxcar::Vec<DeploymentEntry>>,
     pub(crate) table: ArcSwap<AgentTable>,
-    /// Publishing a route takes it shared; copying the table to add agents takes it
-    /// exclusive, so no publication is lost in a copy.
-    structure: RwLock<()>,
-    /// Every registered deployment, by id. Lock order: an agent's writer, then this.
-    registry: Mutex<HashMap<DeploymentId, Arc<DeploymentCell>, FastHash>>,
+    /// Serializes copies of the table that add agents.
+    adding: Mutex<()>,
+    /// Every registered, not retired deployment, by id, with its arena index. Lock order:
+    /// an agent's writer, then this.
+    registry: Mutex<HashMap<DeploymentId, u32, FastHash>>,
     clock: Arc<dyn Clock>,
     rollback_window: usize,
-    shard_mask: usize,
+    shard_mask: u32,
 }
 
 impl Default for Router {
@@ -251,9 +135,25 @@ impl fmt::Debug for Router {
         f.debug_struct("Router")
             .field("agents", &self.table.load().len())
             .field("deployments", &self.registry().len())
+            .field("entries", &self.arena.count())
             .field("rollback_window", &self.rollback_window)
             .field("in_flight_shards", &(self.shard_mask + 1))
             .finish()
+    }
+}
+
+/// The error of a route that names an arena entry that was never pushed: a bug in the
+/// router, since routes and pins only hold indices returned by a push.
+#[cold]
+#[inline(never)]
+fn missing_entry(index: u32) -> ! {
+    panic!("caxton-router: arena entry {index} named by a route was never registered")
+}
+
+#[cold]
+fn no_production(route: &AgentRoute) -> RouteError {
+    RouteError::NoProduction {
+        agent: route.agent().clone(),
     }
 }
 
@@ -268,7 +168,7 @@ impl Router {
         RouterBuilder::default()
     }
 
-    fn registry(&self) -> MutexGuard<'_, HashMap<DeploymentId, Arc<DeploymentCell>, FastHash>> {
+    fn registry(&self) -> MutexGuard<'_, HashMap<DeploymentId, u32, FastHash>> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -278,34 +178,38 @@ impl Router {
 
     /// The calling thread's counter shard.
     #[inline]
-    pub(crate) fn shard(&self) -> usize {
-        local::thread_index() as usize & self.shard_mask
+    pub(crate) fn shard(&self) -> u32 {
+        local::thread_index() & self.shard_mask
     }
 
-    fn slot(&self, agent: &AgentId) -> Option<Arc<AgentSlot>> {
-        self.table
-            .load()
-            .get(agent)
-            .map(|entry| Arc::clone(&entry.slot))
-    }
-
-    fn slot_or_create(&self, agent: &AgentId) -> Arc<AgentSlot> {
-        loop {
-            if let Some(slot) = self.slot(agent) {
-                return slot;
-            }
-            self.create_slots(std::iter::once(agent));
+    /// The deployment at `index` of the arena.
+    #[inline]
+    pub(crate) fn entry(&self, index: u32) -> &DeploymentEntry {
+        match self.arena.get(index as usize) {
+            Some(entry) => entry,
+            None => missing_entry(index),
         }
     }
 
-    /// The deployment's cell and its agent's slot.
-    fn cell_and_slot(
-        &self,
-        deployment: &DeploymentId,
-    ) -> Option<(Arc<DeploymentCell>, Arc<AgentSlot>)> {
-        let cell = self.registry().get(deployment).cloned()?;
-        let slot = self.slot(cell.agent())?;
-        Some((cell, slot))
+    /// The cell of `agent`, if it has one.
+    pub(crate) fn cell(&self, agent: &AgentId) -> Option<Arc<AgentCell>> {
+        self.table.load().get(agent).map(Arc::clone)
+    }
+
+    fn cell_or_create(&self, agent: &AgentId) -> Arc<AgentCell> {
+        loop {
+            if let Some(cell) = self.cell(agent) {
+                return cell;
+            }
+            self.create_cells(std::iter::once(agent));
+        }
+    }
+
+    /// The arena index of a registered `deployment` and its agent's cell.
+    fn registered(&self, deployment: &DeploymentId) -> Option<(u32, Arc<AgentCell>)> {
+        let index = *self.registry().get(deployment)?;
+        let cell = self.cell(self.entry(index).agent())?;
+        Some((index, cell))
     }
 
     // ---------------------------------------------------------------- routing
@@ -317,127 +221,155 @@ impl Router {
     /// choice spread by weight. The decision counts the message in flight until dropped.
     ///
     /// Without session affinity this takes no lock, allocates nothing and writes only the
-    /// calling thread's counter shard. With session affinity on, a message with a session
-    /// also reads the agent's pin map (sharded, read-locked per shard) and the first
-    /// message of a session records its pin.
+    /// calling thread's counter shard (and the protected-load slots of `arc_swap`, which
+    /// are the thread's own). With session affinity on, a message with a session also reads
+    /// the agent's pin map (sharded, read-locked per shard) and the first message of a
+    /// session records its pin. A thread routing many messages does better with a
+    /// [`RouterReader`](crate::RouterReader), which skips both protected loads.
     #[inline]
     pub fn route(
         &self,
         agent: &AgentId,
         session: Option<&SessionId>,
-    ) -> Result<RouteDecision, RouteError> {
-        // Lock-free rather than wait-free: a pass fails only when the deployment it chose
-        // stopped taking new traffic after the route was loaded, and the next pass loads a
-        // table and a route published after that, which no longer send traffic there.
+    ) -> Result<RouteDecision<'_>, RouteError> {
+        let shard = self.shard();
+        let table = self.table.load();
+        let cell = table.get(agent).ok_or_else(|| RouteError::UnknownAgent {
+            agent: agent.clone(),
+        })?;
+        let route = cell.route().load();
+        if (!route.picker().has_affinity() || session.is_none())
+            && let Some(decision) = self.route_unpinned(&route, session, shard, &mut ThreadSampler)
+        {
+            return Ok(decision);
+        }
+        drop(route);
+        self.route_slow(cell, session, shard, &mut ThreadSampler)
+    }
+
+    /// Routes one message, whatever it takes: pins, retries, errors. The common case goes
+    /// through [`route_unpinned`] first.
+    ///
+    /// Lock-free rather than wait-free: a pass fails only when the deployment it chose
+    /// stopped taking new traffic after the route was loaded, and the next pass loads a
+    /// route published after that, which no longer sends traffic there.
+    #[inline(never)]
+    pub(crate) fn route_slow(
+        &self,
+        cell: &AgentCell,
+        session: Option<&SessionId>,
+        shard: u32,
+        points: &mut impl PointSource,
+    ) -> Result<RouteDecision<'_>, RouteError> {
         loop {
-            let table = self.table.load();
-            let entry = table.get(agent).ok_or_else(|| RouteError::UnknownAgent {
-                agent: agent.clone(),
-            })?;
-            if let Some(decision) = self.route_entry(entry, session, self.shard())? {
+            let route = cell.route().load();
+            if let Some(decision) = self.route_pass(cell, &route, session, shard, points)? {
                 return Ok(decision);
             }
         }
     }
 
-    /// One routing pass counting on `shard`; `None` asks for another with a fresh table.
-    #[inline]
-    pub(crate) fn route_entry(
+    /// One routing pass over `route`, counting on `shard`; `None` asks for another pass
+    /// with a freshly loaded route.
+    fn route_pass(
         &self,
-        entry: &AgentEntry,
+        cell: &AgentCell,
+        route: &AgentRoute,
         session: Option<&SessionId>,
-        shard: usize,
-    ) -> Result<Option<RouteDecision>, RouteError> {
-        let route = entry.route.load();
+        shard: u32,
+        points: &mut impl PointSource,
+    ) -> Result<Option<RouteDecision<'_>>, RouteError> {
         if let (Some(idle_timeout_ms), Some(session)) = (route.idle_timeout_ms(), session) {
-            return self.route_with_affinity(&entry.slot, route, session, idle_timeout_ms, shard);
+            return self.route_with_affinity(cell, route, session, idle_timeout_ms, shard, points);
         }
-        let Some(primary) = route.choose(session) else {
-            return Err(RouteError::NoProduction {
-                agent: route.agent().clone(),
-            });
-        };
-        if !route
-            .target(primary)
-            .counters
-            .try_enter(shard, Admission::New)
-        {
-            return Ok(None);
+        match self.route_unpinned(route, session, shard, points) {
+            Some(decision) => Ok(Some(decision)),
+            None if route.picker().weighted() == 0 => Err(no_production(route)),
+            None => Ok(None),
         }
-        let shadow = enter_shadow(&route, session, shard);
-        Ok(Some(RouteDecision::new(
-            route, primary, shadow, shard, false,
-        )))
     }
 
     /// The session-affinity path: follow a live pin, or choose and record one. `None` asks
     /// the caller to reload the route and try again.
     fn route_with_affinity(
         &self,
-        slot: &AgentSlot,
-        route: Guard<Arc<AgentRoute>>,
+        cell: &AgentCell,
+        route: &AgentRoute,
         session: &SessionId,
         idle_timeout_ms: u64,
-        shard: usize,
-    ) -> Result<Option<RouteDecision>, RouteError> {
+        shard: u32,
+        points: &mut impl PointSource,
+    ) -> Result<Option<RouteDecision<'_>>, RouteError> {
         let now_ms = self.now().as_millis();
         let mut dead_pin = false;
-        if let Some(pin) = slot.pins.get(session)
+        if let Some(pin) = cell.pins.get(session)
             && pin.is_live(now_ms, idle_timeout_ms)
         {
-            match route.index_of_counters(&pin.target.counters) {
-                Some(index)
-                    if route
-                        .target(index)
-                        .counters
-                        .try_enter(shard, Admission::Pinned) =>
-                {
-                    pin.touch(now_ms);
-                    drop(pin);
-                    let shadow = enter_shadow(&route, Some(session), shard);
-                    return Ok(Some(RouteDecision::new(route, index, shadow, shard, true)));
-                }
-                // Drained or retired: the pin no longer holds.
-                _ => dead_pin = true,
+            let pinned = self.entry(pin.entry);
+            let word = pinned.counters().word(shard);
+            // A drained or retired deployment refuses: the pin no longer holds.
+            if entry::try_enter(word, Admission::Pinned) {
+                pin.touch(now_ms);
+                drop(pin);
+                let shadow = self.enter_shadow(route.picker(), Some(session), shard, points);
+                return Ok(Some(RouteDecision::new(
+                    pinned,
+                    word,
+                    shadow,
+                    route.picker().generation(),
+                    shard,
+                    true,
+                )));
             }
+            dead_pin = true;
         }
         if dead_pin {
-            slot.pins.remove_if(session, |_, pin| !pin.admits_session());
+            cell.pins.remove_if(session, |_, pin| !self.pin_holds(pin));
         }
 
-        let Some(primary) = route.choose(Some(session)) else {
-            return Err(RouteError::NoProduction {
-                agent: slot.agent.clone(),
-            });
+        let Some(slot) = route.choose(Some(session), points) else {
+            return Err(no_production(route));
         };
-        let target = route.target(primary);
-        if !target.counters.try_enter(shard, Admission::New) {
+        let index = route.target(slot);
+        let primary = self.entry(index);
+        let word = primary.counters().word(shard);
+        if !entry::try_enter(word, Admission::New) {
             return Ok(None);
         }
         // Pin only after the deployment admitted the message, so a pin always names a
         // deployment that served its session.
-        match slot.pins.entry(session.clone()) {
+        match cell.pins.entry(session.clone()) {
             Entry::Occupied(mut entry) => {
                 let pin = entry.get();
-                let pinned_elsewhere = !pin.is_to(&target.counters)
+                let pinned_elsewhere = pin.entry != index
                     && pin.is_live(now_ms, idle_timeout_ms)
-                    && pin.admits_session();
+                    && self.pin_holds(pin);
                 if pinned_elsewhere {
                     // A concurrent first message of the same session pinned it first.
                     drop(entry);
-                    target.counters.exit(shard);
+                    entry::exit(word);
                     return Ok(None);
                 }
-                entry.insert(Pin::new(target.clone(), now_ms));
+                entry.insert(Pin::new(index, now_ms));
             }
             Entry::Vacant(entry) => {
-                entry.insert(Pin::new(target.clone(), now_ms));
+                entry.insert(Pin::new(index, now_ms));
             }
         }
-        let shadow = enter_shadow(&route, Some(session), shard);
+        let shadow = self.enter_shadow(route.picker(), Some(session), shard, points);
         Ok(Some(RouteDecision::new(
-            route, primary, shadow, shard, false,
+            primary,
+            word,
+            shadow,
+            route.picker().generation(),
+            shard,
+            false,
         )))
+    }
+
+    /// Whether the deployment a pin names still takes its session.
+    fn pin_holds(&self, pin: &Pin) -> bool {
+        self.entry(pin.entry).counters().admits(Admission::Pinned)
     }
 
     /// Routes one message of `agent` to `deployment` explicitly (preview routing): the
@@ -447,13 +379,12 @@ impl Router {
         &self,
         agent: &AgentId,
         deployment: &DeploymentId,
-    ) -> Result<RouteDecision, PreviewError> {
+    ) -> Result<RouteDecision<'_>, PreviewError> {
         let table = self.table.load();
-        let entry = table.get(agent).ok_or_else(|| PreviewError::UnknownAgent {
+        let cell = table.get(agent).ok_or_else(|| PreviewError::UnknownAgent {
             agent: agent.clone(),
         })?;
-        let shard = self.shard();
-        let route = entry.route.load();
+        let route = cell.route().load();
         let Some(index) = route.index_of(deployment) else {
             return Err(if self.registry().contains_key(deployment) {
                 PreviewError::WrongAgent {
@@ -466,19 +397,28 @@ impl Router {
                 }
             });
         };
-        let counters = &route.target(index).counters;
-        if counters.try_enter(shard, Admission::New) {
-            return Ok(RouteDecision::new(route, index, None, shard, false));
+        let entry = self.entry(index);
+        let shard = self.shard();
+        let word = entry.counters().word(shard);
+        if entry::try_enter(word, Admission::New) {
+            return Ok(RouteDecision::new(
+                entry,
+                word,
+                None,
+                route.generation(),
+                shard,
+                false,
+            ));
         }
         // Draining, drained and retired are final, so there is nothing to retry.
-        if !self.registry().contains_key(deployment) {
+        if self.registry().get(deployment) != Some(&index) {
             return Err(PreviewError::UnknownDeployment {
                 deployment: deployment.clone(),
             });
         }
         Err(PreviewError::NotRunning {
             deployment: deployment.clone(),
-            phase: counters.phase(),
+            phase: entry.phase(),
         })
     }
 
@@ -489,7 +429,7 @@ impl Router {
         self.table
             .load()
             .get(agent)
-            .map(|entry| entry.route.load_full())
+            .map(|cell| cell.route().load_full())
             .ok_or_else(|| RouteError::UnknownAgent {
                 agent: agent.clone(),
             })
@@ -497,14 +437,14 @@ impl Router {
 
     /// Messages routed to `deployment` and not yet finished (0 for an unknown deployment).
     pub fn in_flight(&self, deployment: &DeploymentId) -> u64 {
-        self.registry()
-            .get(deployment)
-            .map_or(0, |cell| cell.in_flight())
+        let index = self.registry().get(deployment).copied();
+        index.map_or(0, |index| self.entry(index).in_flight())
     }
 
     /// The drain phase of `deployment`, `None` when it is not registered.
     pub fn phase(&self, deployment: &DeploymentId) -> Option<DrainPhase> {
-        self.registry().get(deployment).map(|cell| cell.phase())
+        let index = self.registry().get(deployment).copied();
+        index.map(|index| self.entry(index).phase())
     }
 
     /// Removes the pins of every agent that have idled past their agent's timeout; returns
@@ -514,19 +454,38 @@ impl Router {
         let now_ms = self.now().as_millis();
         let table = self.table.load_full();
         let mut removed = 0;
-        for entry in table.values() {
-            let idle = entry.route.load().idle_timeout_ms();
-            let slot = &entry.slot;
-            let before = slot.pins.len();
-            slot.pins.retain(|_, pin| {
-                idle.is_some_and(|idle| pin.is_live(now_ms, idle)) && pin.admits_session()
+        for cell in table.values() {
+            let idle = cell.route().load().idle_timeout_ms();
+            let before = cell.pins.len();
+            cell.pins.retain(|_, pin| {
+                idle.is_some_and(|idle| pin.is_live(now_ms, idle)) && self.pin_holds(pin)
             });
-            removed += before.saturating_sub(slot.pins.len());
+            removed += before.saturating_sub(cell.pins.len());
         }
         removed
     }
 
     // ---------------------------------------------------------------- changes
+
+    /// Adds an entry for a new deployment to the arena. Callers hold the registry lock, so
+    /// the capacity check and the push cannot interleave with another push.
+    fn push_entry(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+    ) -> Result<u32, RegisterError> {
+        if self.arena.count() >= u32::MAX as usize {
+            return Err(RegisterError::TooManyDeployments {
+                deployment: deployment.clone(),
+            });
+        }
+        let entry = DeploymentEntry::new(
+            agent.clone(),
+            deployment.clone(),
+            self.shard_mask as usize + 1,
+        );
+        Ok(self.arena.push(entry) as u32)
+    }
 
     /// Makes a running `deployment` of `agent` known, so routes may name it. It takes no
     /// traffic until a promotion, split, shadow, pin or preview sends it some.
@@ -537,33 +496,29 @@ impl Router {
         agent: &AgentId,
         deployment: &DeploymentId,
     ) -> Result<(), RegisterError> {
-        if let Some(owner) = self.registry().get(deployment).map(|c| c.agent().clone()) {
+        let owner = self.registry().get(deployment).copied();
+        if let Some(index) = owner {
             return Err(RegisterError::AlreadyRegistered {
                 deployment: deployment.clone(),
-                agent: owner,
+                agent: self.entry(index).agent().clone(),
             });
         }
-        let slot = self.slot_or_create(agent);
-        let mut writer = slot.lock();
-        let cell = {
+        let cell = self.cell_or_create(agent);
+        let mut writer = cell.lock();
+        {
             let mut registry = self.registry();
-            if let Some(existing) = registry.get(deployment) {
+            if let Some(index) = registry.get(deployment) {
                 return Err(RegisterError::AlreadyRegistered {
                     deployment: deployment.clone(),
-                    agent: existing.agent().clone(),
+                    agent: self.entry(*index).agent().clone(),
                 });
             }
-            let cell = Arc::new(DeploymentCell::new(
-                agent.clone(),
-                deployment.clone(),
-                self.shard_mask + 1,
-            ));
-            registry.insert(deployment.clone(), Arc::clone(&cell));
-            cell
-        };
-        writer.cells.push(cell);
+            let index = self.push_entry(agent, deployment)?;
+            registry.insert(deployment.clone(), index);
+            writer.deployments.push((deployment.clone(), index));
+        }
         let spec = writer.current.spec().clone();
-        self.publish(&slot, &mut writer, spec);
+        cell.publish(&mut writer, spec);
         Ok(())
     }
 
@@ -581,10 +536,10 @@ impl Router {
             let registry = self.registry();
             let mut seen: HashMap<&DeploymentId, &AgentId, FastHash> = HashMap::default();
             for (agent, deployment) in &deployments {
-                let owner = registry
-                    .get(deployment)
-                    .map(|cell| cell.agent())
-                    .or_else(|| seen.insert(deployment, agent));
+                let owner = match registry.get(deployment) {
+                    Some(index) => Some(self.entry(*index).agent()),
+                    None => seen.insert(deployment, agent),
+                };
                 if let Some(owner) = owner {
                     return Err(RegisterError::AlreadyRegistered {
                         deployment: deployment.clone(),
@@ -594,74 +549,58 @@ impl Router {
                 by_agent.entry(agent).or_default().push(deployment);
             }
         }
-        self.create_slots(by_agent.keys().copied());
+        self.create_cells(by_agent.keys().copied());
         // Registered one agent at a time under that agent's writer lock, like `register`; a
         // concurrent `register` of one of these ids can still win the race and is reported.
         for (agent, ids) in by_agent {
-            let Some(slot) = self.slot(agent) else {
+            let Some(cell) = self.cell(agent) else {
                 continue;
             };
-            let mut writer = slot.lock();
+            let mut writer = cell.lock();
             {
                 let mut registry = self.registry();
                 for deployment in &ids {
-                    if let Some(existing) = registry.get(*deployment) {
+                    if let Some(index) = registry.get(*deployment) {
                         return Err(RegisterError::AlreadyRegistered {
                             deployment: (*deployment).clone(),
-                            agent: existing.agent().clone(),
+                            agent: self.entry(*index).agent().clone(),
                         });
                     }
                 }
                 for deployment in ids {
-                    let cell = Arc::new(DeploymentCell::new(
-                        agent.clone(),
-                        deployment.clone(),
-                        self.shard_mask + 1,
-                    ));
-                    registry.insert(deployment.clone(), Arc::clone(&cell));
-                    writer.cells.push(cell);
+                    let index = self.push_entry(agent, deployment)?;
+                    registry.insert(deployment.clone(), index);
+                    writer.deployments.push((deployment.clone(), index));
                 }
             }
             let spec = writer.current.spec().clone();
-            self.publish(&slot, &mut writer, spec);
+            cell.publish(&mut writer, spec);
         }
         Ok(())
     }
 
-    /// Adds slots for the agents that have none, with one copy of the table.
-    fn create_slots<'a>(&self, agents: impl Iterator<Item = &'a AgentId>) {
-        let _structure = self
-            .structure
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+    /// Adds cells for the agents that have none, with one copy of the table. The copy
+    /// shares the existing cells, so a route published into a cell meanwhile is kept.
+    fn create_cells<'a>(&self, agents: impl Iterator<Item = &'a AgentId>) {
+        let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.table.load_full();
-
         let mut next: Option<AgentTable> = None;
         for agent in agents {
             if current.contains_key(agent) {
                 continue;
             }
-            let next = next.get_or_insert_with(|| {
+            next.get_or_insert_with(|| {
                 let mut copy =
                     AgentTable::with_capacity_and_hasher(current.len() + 1, FastHash::default());
-                // Publishers wait for this lock, so every entry holds its latest route.
-                for (agent, existing) in current.iter() {
-                    let entry = AgentEntry {
-                        route: ArcSwap::new(existing.route.load_full()),
-                        slot: Arc::clone(&existing.slot),
-                    };
-                    copy.insert(agent.clone(), entry);
-                }
+                copy.extend(
+                    current
+                        .iter()
+                        .map(|(agent, cell)| (agent.clone(), Arc::clone(cell))),
+                );
                 copy
-            });
-            next.entry(agent.clone()).or_insert_with(|| {
-                let slot = Arc::new(AgentSlot::new(agent.clone()));
-                let route = Arc::clone(&slot.lock().current);
-                AgentEntry {
-                    route: ArcSwap::new(route),
-                    slot,
-                }
-            });
+            })
+            .entry(agent.clone())
+            .or_insert_with(|| Arc::new(AgentCell::new(agent.clone())));
         }
         if let Some(next) = next {
             self.table.store(Arc::new(next));
@@ -783,22 +722,18 @@ impl Router {
         session: &SessionId,
         deployment: &DeploymentId,
     ) -> Result<(), ChangeError> {
-        let slot = self.slot(agent).ok_or_else(|| ChangeError::UnknownAgent {
+        let cell = self.cell(agent).ok_or_else(|| ChangeError::UnknownAgent {
             agent: agent.clone(),
         })?;
-        let writer = slot.lock();
+        let writer = cell.lock();
         if writer.current.session_affinity().is_none() {
             return Err(ChangeError::NoSessionAffinity {
                 agent: agent.clone(),
             });
         }
-        let cell = self.running(agent, &writer, deployment)?;
-        let target = Target {
-            counters: cell.counters().clone(),
-            id: cell.id().clone(),
-        };
-        slot.pins
-            .insert(session.clone(), Pin::new(target, self.now().as_millis()));
+        let index = self.running(agent, &writer, deployment)?;
+        cell.pins
+            .insert(session.clone(), Pin::new(index, self.now().as_millis()));
         Ok(())
     }
 
@@ -808,40 +743,40 @@ impl Router {
         agent: &AgentId,
         session: &SessionId,
     ) -> Result<bool, ChangeError> {
-        let slot = self.slot(agent).ok_or_else(|| ChangeError::UnknownAgent {
+        let cell = self.cell(agent).ok_or_else(|| ChangeError::UnknownAgent {
             agent: agent.clone(),
         })?;
-        Ok(slot.pins.remove(session).is_some())
+        Ok(cell.pins.remove(session).is_some())
     }
 
     /// Restores the route `agent` had before its last change, with one atomic swap. Pins to
     /// deployments that the restored route no longer sends traffic to are dropped. The
     /// rolled-back route is not kept: rolling back again goes one step further back.
     pub fn rollback(&self, agent: &AgentId) -> Result<(), RollbackError> {
-        let slot = self
-            .slot(agent)
+        let cell = self
+            .cell(agent)
             .ok_or_else(|| RollbackError::UnknownAgent {
                 agent: agent.clone(),
             })?;
-        let mut writer = slot.lock();
+        let mut writer = cell.lock();
         let Some(previous) = writer.history.back() else {
             return Err(RollbackError::NothingToRollBack {
                 agent: agent.clone(),
             });
         };
         for deployment in previous.named() {
-            match AgentSlot::find_cell(&writer, deployment) {
+            match writer.index_of(deployment).map(|index| self.entry(index)) {
                 None => {
                     return Err(RollbackError::Retired {
                         agent: agent.clone(),
                         deployment: deployment.clone(),
                     });
                 }
-                Some(cell) if !cell.is_active() => {
+                Some(entry) if !entry.is_active() => {
                     return Err(RollbackError::NotRunning {
                         agent: agent.clone(),
                         deployment: deployment.clone(),
-                        phase: cell.phase(),
+                        phase: entry.phase(),
                     });
                 }
                 Some(_) => {}
@@ -853,16 +788,16 @@ impl Router {
             });
         };
         let current = Arc::clone(&writer.current);
-        let idle = current.idle_timeout_ms();
-        self.publish(&slot, &mut writer, previous.clone());
-        let rolled_back: Vec<&DeploymentId> = current
+        let rolled_back: Vec<u32> = current
             .spec()
             .named()
             .filter(|deployment| !previous.routes_to(deployment))
+            .filter_map(|deployment| writer.index_of(deployment))
             .collect();
+        cell.publish(&mut writer, previous);
         if !rolled_back.is_empty() {
-            slot.drop_pins(self.now().as_millis(), idle, |pin| {
-                rolled_back.contains(&&pin.target.id)
+            cell.drop_pins(self.now().as_millis(), current.idle_timeout_ms(), |pin| {
+                rolled_back.contains(&pin.entry)
             });
         }
         Ok(())
@@ -875,10 +810,10 @@ impl Router {
         agent: &AgentId,
         build: impl FnOnce(&Router, &AgentWriter, &RouteSpec) -> Result<RouteSpec, ChangeError>,
     ) -> Result<(), ChangeError> {
-        let slot = self.slot(agent).ok_or_else(|| ChangeError::UnknownAgent {
+        let cell = self.cell(agent).ok_or_else(|| ChangeError::UnknownAgent {
             agent: agent.clone(),
         })?;
-        let mut writer = slot.lock();
+        let mut writer = cell.lock();
         let current = writer.current.spec().clone();
         let next = build(self, &writer, &current)?;
         if next == current {
@@ -891,23 +826,29 @@ impl Router {
             }
             writer.history.push_back(current);
         }
-        self.publish(&slot, &mut writer, next);
+        cell.publish(&mut writer, next);
         Ok(())
     }
 
-    /// The cell of `deployment` if it is a running deployment of `agent`.
+    /// The arena index of `deployment` if it is a running deployment of `agent`.
     fn running(
         &self,
         agent: &AgentId,
         writer: &AgentWriter,
         deployment: &DeploymentId,
-    ) -> Result<Arc<DeploymentCell>, ChangeError> {
-        match AgentSlot::find_cell(writer, deployment) {
-            Some(cell) if cell.is_active() => Ok(cell),
-            Some(cell) => Err(ChangeError::NotRunning {
-                deployment: deployment.clone(),
-                phase: cell.phase(),
-            }),
+    ) -> Result<u32, ChangeError> {
+        match writer.index_of(deployment) {
+            Some(index) => {
+                let entry = self.entry(index);
+                if entry.is_active() {
+                    Ok(index)
+                } else {
+                    Err(ChangeError::NotRunning {
+                        deployment: deployment.clone(),
+                        phase: entry.phase(),
+                    })
+                }
+            }
             None if self.registry().contains_key(deployment) => Err(ChangeError::WrongAgent {
                 deployment: deployment.clone(),
                 agent: agent.clone(),
@@ -918,60 +859,36 @@ impl Router {
         }
     }
 
-    /// Builds the route for `spec` and swaps it in. Callers hold the agent's writer lock.
-    fn publish(&self, slot: &AgentSlot, writer: &mut AgentWriter, spec: RouteSpec) {
-        writer.generation += 1;
-        let affinity_off = spec.affinity.is_none();
-        let route = AgentRoute::build(slot.agent.clone(), writer.generation, spec, &writer.cells);
-        let route = Arc::new(route);
-        writer.current = Arc::clone(&route);
-        {
-            let _structure = self
-                .structure
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = self.table.load().get(&slot.agent) {
-                entry.route.store(route);
-            }
-        }
-        if affinity_off && !slot.pins.is_empty() {
-            slot.pins.clear();
-        }
-    }
-
     // ---------------------------------------------------------------- drains
 
     /// Stops new sessions and unpinned messages to `deployment`; sessions pinned to it and
     /// messages in flight go on until [`close_drain`](Router::close_drain). The deployment
     /// must no longer be production, in the split or the shadow. Draining twice is fine.
     pub fn start_drain(&self, deployment: &DeploymentId) -> Result<(), DrainError> {
-        let (cell, slot) = self.drainable(deployment)?;
-        let writer = slot.lock();
-        self.check_drainable(&slot, &writer, &cell)?;
-        cell.set_phase(DrainPhase::Draining, self.now());
+        let (index, cell) = self.drainable(deployment)?;
+        let writer = cell.lock();
+        self.check_drainable(&cell, &writer, index)?;
+        self.entry(index).set_phase(DrainPhase::Draining, self.now());
         Ok(())
     }
 
     /// Where the drain of `deployment` stands: its phase, messages in flight and live
     /// sessions pinned to it.
     pub fn drain_status(&self, deployment: &DeploymentId) -> Result<DrainStatus, DrainError> {
-        let (cell, slot) = self.drainable(deployment)?;
-        let idle = self
-            .table
-            .load()
-            .get(&slot.agent)
-            .and_then(|entry| entry.route.load().idle_timeout_ms());
+        let (index, cell) = self.drainable(deployment)?;
+        let idle = cell.route().load().idle_timeout_ms();
         let now_ms = self.now().as_millis();
-        let pinned_sessions = slot
+        let pinned_sessions = cell
             .pins
             .iter()
             .filter(|pin| {
-                pin.is_to(cell.counters()) && idle.is_none_or(|idle| pin.is_live(now_ms, idle))
+                pin.entry == index && idle.is_none_or(|idle| pin.is_live(now_ms, idle))
             })
             .count() as u64;
+        let entry = self.entry(index);
         Ok(DrainStatus {
-            phase: cell.phase(),
-            in_flight: cell.in_flight(),
+            phase: entry.phase(),
+            in_flight: entry.in_flight(),
             pinned_sessions,
         })
     }
@@ -980,18 +897,18 @@ impl Router {
     /// left: messages still in flight finish, but nothing new arrives from the moment this
     /// returns. Starts the drain first if it was not started.
     pub fn close_drain(&self, deployment: &DeploymentId) -> Result<DrainReport, DrainError> {
-        let (cell, slot) = self.drainable(deployment)?;
-        let writer = slot.lock();
-        self.check_drainable(&slot, &writer, &cell)?;
+        let (index, cell) = self.drainable(deployment)?;
+        let writer = cell.lock();
+        self.check_drainable(&cell, &writer, index)?;
+        let entry = self.entry(index);
         let now = self.now();
-        cell.set_phase(DrainPhase::Drained, now);
-        // Read after the phase store: see `DeploymentCell::try_enter`.
-        let still_in_flight = cell.in_flight();
+        entry.set_phase(DrainPhase::Drained, now);
+        // Read after the phase store: see `Counters::try_enter`.
+        let still_in_flight = entry.in_flight();
         let idle = writer.current.idle_timeout_ms();
-        let released_sessions =
-            slot.drop_pins(now.as_millis(), idle, |pin| pin.is_to(cell.counters()));
+        let released_sessions = cell.drop_pins(now.as_millis(), idle, |pin| pin.entry == index);
         drop(writer);
-        let waited = cell
+        let waited = entry
             .drain_started()
             .map_or(Duration::ZERO, |started| now.saturating_since(started));
         Ok(DrainReport {
@@ -1030,41 +947,41 @@ impl Router {
 
     /// Forgets `deployment`: it takes nothing from now on, its pins are dropped, and later
     /// splits, shadows and rollbacks may not name it. It must no longer be production, in
-    /// the split or the shadow. Messages already in flight finish.
+    /// the split or the shadow. Messages already in flight finish. Its entry (and memory)
+    /// stays with the router; see [`Router`]'s memory notes.
     pub fn retire(&self, deployment: &DeploymentId) -> Result<(), RetireError> {
         let unknown = || RetireError::UnknownDeployment {
             deployment: deployment.clone(),
         };
-        let (cell, slot) = self.cell_and_slot(deployment).ok_or_else(unknown)?;
-        let mut writer = slot.lock();
-        if !AgentSlot::is_registered(&writer, &cell) {
+        let (index, cell) = self.registered(deployment).ok_or_else(unknown)?;
+        let mut writer = cell.lock();
+        if !writer.is_registered(index) {
             return Err(unknown());
         }
         let route = Arc::clone(&writer.current);
         if route.spec().routes_to(deployment) {
             return Err(RetireError::StillRouted {
                 deployment: deployment.clone(),
-                agent: slot.agent.clone(),
+                agent: cell.agent().clone(),
             });
         }
-        // Retired first, then unpublished: a reader that no longer finds the cell in a
-        // newer route is then sure to see it retired, and drops its pin.
+        // Retired first, then unpublished: a pin to it is refused from now on.
         let now = self.now();
-        cell.set_phase(DrainPhase::Drained, now);
-        writer.cells.retain(|c| !Arc::ptr_eq(c, &cell));
-        self.publish(&slot, &mut writer, route.spec().clone());
-        slot.drop_pins(now.as_millis(), route.idle_timeout_ms(), |pin| {
-            pin.is_to(cell.counters())
+        self.entry(index).set_phase(DrainPhase::Drained, now);
+        writer.deployments.retain(|(_, i)| *i != index);
+        cell.publish(&mut writer, route.spec().clone());
+        cell.drop_pins(now.as_millis(), route.idle_timeout_ms(), |pin| {
+            pin.entry == index
         });
-        self.registry().remove(deployment);
+        let mut registry = self.registry();
+        if registry.get(deployment) == Some(&index) {
+            registry.remove(deployment);
+        }
         Ok(())
     }
 
-    fn drainable(
-        &self,
-        deployment: &DeploymentId,
-    ) -> Result<(Arc<DeploymentCell>, Arc<AgentSlot>), DrainError> {
-        self.cell_and_slot(deployment)
+    fn drainable(&self, deployment: &DeploymentId) -> Result<(u32, Arc<AgentCell>), DrainError> {
+        self.registered(deployment)
             .ok_or_else(|| DrainError::UnknownDeployment {
                 deployment: deployment.clone(),
             })
@@ -1072,33 +989,73 @@ impl Router {
 
     fn check_drainable(
         &self,
-        slot: &AgentSlot,
+        cell: &AgentCell,
         writer: &AgentWriter,
-        cell: &Arc<DeploymentCell>,
+        index: u32,
     ) -> Result<(), DrainError> {
-        if !AgentSlot::is_registered(writer, cell) {
+        let entry = self.entry(index);
+        if !writer.is_registered(index) {
             return Err(DrainError::UnknownDeployment {
-                deployment: cell.id().clone(),
+                deployment: entry.id().clone(),
             });
         }
-        if cell.is_active() && writer.current.spec().routes_to(cell.id()) {
+        if entry.is_active() && writer.current.spec().routes_to(entry.id()) {
             return Err(DrainError::StillRouted {
-                deployment: cell.id().clone(),
-                agent: slot.agent.clone(),
+                deployment: entry.id().clone(),
+                agent: cell.agent().clone(),
             });
         }
         Ok(())
     }
 }
 
-/// Counts the message in on the shadow too, if it is sampled and the shadow still takes
-/// new traffic; a shadow that stopped taking traffic is simply not mirrored to.
-#[inline]
-fn enter_shadow(route: &AgentRoute, session: Option<&SessionId>, shard: usize) -> Option<u32> {
-    let index = route.sample_shadow(session)?;
-    route
-        .target(index)
-        .counters
-        .try_enter(shard, Admission::New)
-        .then_some(index)
+impl Router {
+    /// The common routing pass: a message that follows the split, with no pin involved.
+    /// `None` when the agent has no production or the chosen deployment stopped taking
+    /// new traffic; [`route_slow`](Router::route_slow) then sorts out which.
+    #[inline(always)]
+    pub(crate) fn route_unpinned(
+        &self,
+        route: &AgentRoute,
+        session: Option<&SessionId>,
+        shard: u32,
+        points: &mut impl PointSource,
+    ) -> Option<RouteDecision<'_>> {
+        let slot = route.choose(session, points)?;
+        let primary = self.entry(route.target(slot));
+        let word = primary.counters().word(shard);
+        if !entry::try_enter(word, Admission::New) {
+            return None;
+        }
+        let picker = route.picker();
+        let shadow = self.enter_shadow(picker, session, shard, points);
+        Some(RouteDecision::new(
+            primary,
+            word,
+            shadow,
+            picker.generation(),
+            shard,
+            false,
+        ))
+    }
+
+    /// Counts the message in on the shadow too, if it is sampled and the shadow still
+    /// takes new traffic; a shadow that stopped taking traffic is simply not mirrored to.
+    #[inline]
+    pub(crate) fn enter_shadow(
+        &self,
+        picker: &Picker,
+        session: Option<&SessionId>,
+        shard: u32,
+        points: &mut impl PointSource,
+    ) -> Option<&DeploymentEntry> {
+        if !picker.sample_shadow(session, points) {
+            return None;
+        }
+        let shadow = self.entry(picker.shadow_index()?);
+        shadow
+            .counters()
+            .try_enter(shard, Admission::New)
+            .then_some(shadow)
+    }
 }

@@ -9,8 +9,8 @@ use caxton_core::{
     Split, SplitError, Timestamp, TrafficControl, TrafficError, Weight,
 };
 use caxton_router::{
-    ChangeError, DrainError, PreviewError, RegisterError, RetireError, RollbackError,
-    RouteDecision, RouteError, Router, session_point,
+    ChangeError, DrainError, OwnedRouteDecision, PreviewError, RegisterError, RetireError,
+    RollbackError, RouteDecision, RouteError, Router, session_point,
 };
 
 fn agent(name: &str) -> AgentId {
@@ -58,22 +58,68 @@ fn routed(router: &Router, a: &AgentId, s: &SessionId) -> DeploymentId {
 #[test]
 fn decision_is_send_and_counts_in_flight_until_dropped() {
     fn assert_send<T: Send>() {}
-    assert_send::<RouteDecision>();
+    assert_send::<RouteDecision<'_>>();
 
     let (router, a) = setup();
     let first = router.route(&a, None).unwrap();
     let second = router.route(&a, Some(&session("s"))).unwrap();
     assert_eq!(first.deployment(), &dep("v1"));
     assert_eq!(first.agent(), &a);
+    assert_eq!(
+        first.generation(),
+        router.agent_route(&a).unwrap().generation()
+    );
     assert_eq!(router.in_flight(&dep("v1")), 2);
-    let moved = std::thread::spawn(move || {
-        drop(second);
+    std::thread::scope(|scope| {
+        scope.spawn(move || drop(second));
     });
-    moved.join().unwrap();
     assert_eq!(router.in_flight(&dep("v1")), 1);
     drop(first);
     assert_eq!(router.in_flight(&dep("v1")), 0);
     assert_eq!(router.in_flight(&dep("nowhere")), 0);
+}
+
+#[test]
+fn an_owned_decision_carries_the_count_beyond_the_router() {
+    fn assert_static_send<T: Send + 'static>() {}
+    assert_static_send::<OwnedRouteDecision>();
+
+    let (router, a) = setup();
+    router
+        .set_shadow(
+            &a,
+            Some(&ShadowConfig {
+                deployment: dep("v2"),
+                sample: bps(10_000),
+            }),
+        )
+        .unwrap();
+    let borrowed = router.route(&a, Some(&session("s"))).unwrap();
+    let generation = borrowed.generation();
+    let owned = borrowed.into_owned();
+    assert_eq!(owned.deployment(), &dep("v1"));
+    assert_eq!(owned.shadow(), Some(&dep("v2")));
+    assert_eq!(owned.agent(), &a);
+    assert_eq!(owned.generation(), generation);
+    assert!(!owned.is_pinned());
+    assert_eq!(
+        (router.in_flight(&dep("v1")), router.in_flight(&dep("v2"))),
+        (1, 1),
+        "converting counts the message once, not twice and not zero times"
+    );
+    let owned = std::thread::spawn(move || owned).join().unwrap();
+    assert_eq!(router.in_flight(&dep("v1")), 1);
+    drop(owned);
+    assert_eq!(
+        (router.in_flight(&dep("v1")), router.in_flight(&dep("v2"))),
+        (0, 0)
+    );
+
+    // An owned decision may outlive the router itself.
+    let owned = router.route(&a, None).unwrap().into_owned();
+    drop(router);
+    assert_eq!(owned.deployment(), &dep("v1"));
+    drop(owned);
 }
 
 #[test]
@@ -327,7 +373,7 @@ fn shadow_is_sampled_deterministically_and_never_changes_the_primary() {
     }
     assert!((850..=1_150).contains(&mirrored), "{mirrored}");
     let held = router.route(&a, None).unwrap();
-    let held: Vec<RouteDecision> = std::iter::once(held)
+    let held: Vec<RouteDecision<'_>> = std::iter::once(held)
         .chain((0..399).map(|_| router.route(&a, None).unwrap()))
         .collect();
     let counted = held.iter().filter(|d| d.shadow().is_some()).count() as u64;
@@ -425,7 +471,7 @@ fn a_routed_deployment_cannot_be_drained_or_retired() {
 fn drain_waits_for_in_flight_messages_then_closes() {
     let (router, a) = setup();
     router.promote(&a, &dep("v2")).unwrap();
-    let before = router.route_preview(&a, &dep("v1")).unwrap();
+    let before = router.route_preview(&a, &dep("v1")).unwrap().into_owned();
     let router = Arc::new(router);
     let finisher = {
         std::thread::spawn(move || {

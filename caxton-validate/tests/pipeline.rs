@@ -32,7 +32,7 @@ fn processor(version: u8) -> ModuleSource {
 }
 
 fn processor_vectors() -> Vec<ContractTest> {
-    ContractTest::from_file(&repo_file("caxton-validate/tests/fixtures/processor_vectors.json")).expect("vectors")
+    ContractTest::from_file(&repo_file("examples/agents/processor/contract_tests.json")).expect("vectors")
 }
 
 fn statuses(report: &ValidationReport) -> Vec<(&str, StageStatus)> {

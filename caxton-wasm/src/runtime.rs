@@ -16,7 +16,7 @@ use dashmap::mapref::entry::Entry;
 use crate::compiled::CompiledAgent;
 use crate::config::{ConfigLayers, ConfigSource};
 use crate::engine::{AgentEngine, CompileError};
-use crate::instance::{AgentInstance, InstanceLimits, InstanceSetup};
+use crate::instance::{AgentInstance, InstanceLimits, InstanceSetup, Reply};
 
 /// Configuration keys the runtime sets for every deployment, before the spec's own values
 /// (which may override them).
@@ -234,7 +234,7 @@ impl Loaded {
         self.compiled.instantiate(&setup)
     }
 
-    fn record(&self, result: &Result<Vec<u8>, AgentError>) {
+    fn record(&self, result: &Result<Reply, AgentError>) {
         self.messages.fetch_add(1, Ordering::Relaxed);
         if let Err(err) = result {
             if err.is_agent_fault() || matches!(err, AgentError::AbiViolation { .. }) {
@@ -244,13 +244,13 @@ impl Loaded {
         }
     }
 
-    fn handle_pooled(&self, message: &[u8], max_pooled: usize) -> Result<Vec<u8>, AgentError> {
+    fn handle_pooled(&self, message: &[u8], max_pooled: usize) -> Result<Reply, AgentError> {
         let pooled = lock(&self.pool).pop();
         let mut instance = match pooled {
             Some(instance) => instance,
             None => self.instantiate(None)?,
         };
-        let result = instance.handle(message).map(|reply| reply.bytes);
+        let result = instance.handle(message);
         if !instance.is_failed() {
             let mut pool = lock(&self.pool);
             if pool.len() < max_pooled {
@@ -265,7 +265,7 @@ impl Loaded {
         session: &SessionId,
         message: &[u8],
         runtime: &RuntimeInner,
-    ) -> Result<Vec<u8>, AgentError> {
+    ) -> Result<Reply, AgentError> {
         let now = runtime.clock.now();
         let slot = match self.sessions.entry(session.clone()) {
             Entry::Occupied(entry) => entry.get().clone(),
@@ -300,7 +300,7 @@ impl Loaded {
                 self.instantiate(Some(session))?
             }
         };
-        let result = instance.handle(message).map(|reply| reply.bytes);
+        let result = instance.handle(message);
         match instance.failure() {
             None => slot.instance = Some(instance),
             Some(failure) => {
@@ -479,6 +479,26 @@ impl WasmRuntime {
 }
 
 impl WasmRuntime {
+    /// [`AgentRuntime::handle`], returning what the message cost with the reply: fuel
+    /// (when the engine meters it), linear memory after the message and wall time. Hosts
+    /// record these as the `fuel_per_message` and `memory_bytes` metrics a shadow run
+    /// compares.
+    pub fn handle_with_stats(
+        &self,
+        deployment: &DeploymentId,
+        session: Option<&SessionId>,
+        message: &[u8],
+    ) -> Result<Reply, AgentError> {
+        let loaded = self.get(deployment)?;
+        let _in_flight = loaded.enter()?;
+        let result = match session {
+            Some(session) => loaded.handle_in_session(session, message, &self.inner),
+            None => loaded.handle_pooled(message, self.inner.max_pooled_instances),
+        };
+        loaded.record(&result);
+        result
+    }
+
     /// Loads a deployment like [`AgentRuntime::load`], with its own instance limits instead
     /// of the runtime's.
     pub fn load_with_limits(
@@ -593,14 +613,8 @@ impl AgentRuntime for WasmRuntime {
         session: Option<&SessionId>,
         message: &[u8],
     ) -> Result<Vec<u8>, AgentError> {
-        let loaded = self.get(deployment)?;
-        let _in_flight = loaded.enter()?;
-        let result = match session {
-            Some(session) => loaded.handle_in_session(session, message, &self.inner),
-            None => loaded.handle_pooled(message, self.inner.max_pooled_instances),
-        };
-        loaded.record(&result);
-        result
+        self.handle_with_stats(deployment, session, message)
+            .map(|reply| reply.bytes)
     }
 
     fn end_session(&self, deployment: &DeploymentId, session: &SessionId) -> bool {

@@ -1,9 +1,9 @@
 //! One deployment as the router sees it: sharded in-flight counters that also carry its
-//! drain phase, and the bookkeeping writers need.
+//! drain phase, its id and agent, and when its drain started.
 //!
-//! The counters are shared (`Arc`) by every route version that names the deployment, so
-//! they survive route changes; the hot path reaches them through the route it loaded and
-//! never touches their reference count.
+//! Entries live in the router's append-only arena from registration until the router is
+//! dropped, retired ones included, so a route or a decision refers to one by a plain index
+//! or reference and never touches a reference count.
 
 use std::fmt;
 use std::sync::Arc;
@@ -52,6 +52,9 @@ impl Admission {
 /// drainer's count includes the message, and the drain waits for it) or the phase bits
 /// come first (the reader sees them, takes its increment back and routes elsewhere).
 /// Nothing enters a deployment after its drain is closed.
+///
+/// Shared (`Arc`) only so that an owned decision can outlive the router; the hot path
+/// reaches the counters through the router's arena and never touches the count.
 #[derive(Clone)]
 pub(crate) struct Counters(Arc<[CachePadded<AtomicU64>]>);
 
@@ -64,25 +67,22 @@ impl Counters {
         )
     }
 
-    /// Counts one message in on `shard`, unless the phase refuses it.
+    /// The counter word of `shard`, which lives as long as the counters.
     #[inline]
-    pub(crate) fn try_enter(&self, shard: usize, admission: Admission) -> bool {
-        let word = &self.0[shard];
-        // Acquire: a reader refused here re-reads the route, and must then see the route
-        // that the drainer published before it set the phase.
-        let before = word.fetch_add(1, Ordering::Acquire);
-        if before & admission.refused_by() == 0 {
-            return true;
-        }
-        word.fetch_sub(1, Ordering::Relaxed);
-        false
+    pub(crate) fn word(&self, shard: u32) -> &AtomicU64 {
+        &self.0[shard as usize]
     }
 
-    /// Counts one message out on the shard it came in on. `Release` makes the work done for
-    /// the message visible to whoever later reads the count as zero.
+    /// Counts one message in on `shard`, unless the phase refuses it.
     #[inline]
-    pub(crate) fn exit(&self, shard: usize) {
-        self.0[shard].fetch_sub(1, Ordering::Release);
+    pub(crate) fn try_enter(&self, shard: u32, admission: Admission) -> bool {
+        try_enter(self.word(shard), admission)
+    }
+
+    /// Counts one message out on the shard it came in on.
+    #[inline]
+    pub(crate) fn exit(&self, shard: u32) {
+        exit(self.word(shard));
     }
 
     /// Messages counted in and not yet out.
@@ -98,7 +98,7 @@ impl Counters {
         self.0[0].load(Ordering::Acquire) & admission.refused_by() == 0
     }
 
-    pub(crate) fn phase(&self) -> DrainPhase {
+    fn phase(&self) -> DrainPhase {
         let word = self.0[0].load(Ordering::Acquire);
         if word & DRAINED_BIT != 0 {
             DrainPhase::Drained
@@ -116,10 +116,6 @@ impl Counters {
             word.fetch_or(bit, Ordering::AcqRel);
         }
     }
-
-    pub(crate) fn same(&self, other: &Counters) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
 }
 
 impl fmt::Debug for Counters {
@@ -131,34 +127,57 @@ impl fmt::Debug for Counters {
     }
 }
 
-/// The writer's record of one registered deployment.
-pub(crate) struct DeploymentCell {
+/// Counts one message in on a counter `word`, unless the phase refuses it.
+#[inline]
+pub(crate) fn try_enter(word: &AtomicU64, admission: Admission) -> bool {
+    // Acquire: a reader refused here re-reads the route, and must then see the route that
+    // the drainer published before it set the phase.
+    let before = word.fetch_add(1, Ordering::Acquire);
+    if before & admission.refused_by() == 0 {
+        return true;
+    }
+    word.fetch_sub(1, Ordering::Relaxed);
+    false
+}
+
+/// Counts one message out on the counter `word` it came in on. `Release` makes the work
+/// done for the message visible to whoever later reads the count as zero.
+#[inline]
+pub(crate) fn exit(word: &AtomicU64) {
+    word.fetch_sub(1, Ordering::Release);
+}
+
+/// One registered deployment, at a fixed index of the router's arena.
+pub(crate) struct DeploymentEntry {
+    counters: Counters,
     id: DeploymentId,
     agent: AgentId,
     /// Router-clock milliseconds when the drain started; 0 while Active.
     drain_started_ms: AtomicU64,
-    counters: Counters,
 }
 
-impl DeploymentCell {
+impl DeploymentEntry {
     /// A fresh, Active deployment with `shards` counters.
     pub(crate) fn new(agent: AgentId, id: DeploymentId, shards: usize) -> Self {
-        DeploymentCell {
+        DeploymentEntry {
+            counters: Counters::new(shards),
             id,
             agent,
             drain_started_ms: AtomicU64::new(0),
-            counters: Counters::new(shards),
         }
     }
 
+    #[inline]
     pub(crate) fn id(&self) -> &DeploymentId {
         &self.id
     }
 
+    #[inline]
     pub(crate) fn agent(&self) -> &AgentId {
         &self.agent
     }
 
+    #[inline]
     pub(crate) fn counters(&self) -> &Counters {
         &self.counters
     }
@@ -176,7 +195,7 @@ impl DeploymentCell {
     }
 
     /// Moves the phase forward (never back) and records when the drain started. Callers
-    /// hold the agent's writer lock, so one cell's phase changes one step at a time.
+    /// hold the agent's writer lock, so one entry's phase changes one step at a time.
     pub(crate) fn set_phase(&self, phase: DrainPhase, now: Timestamp) {
         let current = self.phase();
         let rank = |p: DrainPhase| match p {
@@ -208,9 +227,9 @@ impl DeploymentCell {
     }
 }
 
-impl fmt::Debug for DeploymentCell {
+impl fmt::Debug for DeploymentEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeploymentCell")
+        f.debug_struct("DeploymentEntry")
             .field("id", &self.id)
             .field("agent", &self.agent)
             .field("counters", &self.counters)
@@ -222,8 +241,8 @@ impl fmt::Debug for DeploymentCell {
 mod tests {
     use super::*;
 
-    fn cell() -> DeploymentCell {
-        DeploymentCell::new(
+    fn entry() -> DeploymentEntry {
+        DeploymentEntry::new(
             AgentId::new("a").unwrap(),
             DeploymentId::new("d").unwrap(),
             4,
@@ -232,48 +251,48 @@ mod tests {
 
     #[test]
     fn counts_per_shard_and_sums() {
-        let c = cell();
-        let counters = c.counters();
+        let e = entry();
+        let counters = e.counters();
         assert!(counters.try_enter(0, Admission::New));
         assert!(counters.try_enter(3, Admission::New));
         assert!(counters.try_enter(3, Admission::Pinned));
-        assert_eq!(c.in_flight(), 3);
+        assert_eq!(e.in_flight(), 3);
         counters.exit(3);
         counters.exit(0);
         counters.exit(3);
-        assert_eq!(c.in_flight(), 0);
+        assert_eq!(e.in_flight(), 0);
     }
 
     #[test]
     fn draining_admits_only_pinned_and_drained_admits_nothing() {
-        let c = cell();
-        let counters = c.counters();
+        let e = entry();
+        let counters = e.counters();
         assert!(counters.try_enter(2, Admission::New));
-        c.set_phase(DrainPhase::Draining, Timestamp::from_millis(5));
-        assert_eq!(c.in_flight(), 1, "the phase bits do not count as messages");
+        e.set_phase(DrainPhase::Draining, Timestamp::from_millis(5));
+        assert_eq!(e.in_flight(), 1, "the phase bits do not count as messages");
         assert!(!counters.try_enter(1, Admission::New));
-        assert_eq!(c.in_flight(), 1, "a refused message leaves no count behind");
+        assert_eq!(e.in_flight(), 1, "a refused message leaves no count behind");
         assert!(counters.try_enter(1, Admission::Pinned));
         counters.exit(1);
         counters.exit(2);
-        c.set_phase(DrainPhase::Drained, Timestamp::from_millis(9));
+        e.set_phase(DrainPhase::Drained, Timestamp::from_millis(9));
         assert!(!counters.try_enter(1, Admission::Pinned));
-        assert_eq!(c.phase(), DrainPhase::Drained);
-        assert_eq!(c.in_flight(), 0);
-        assert_eq!(c.drain_started(), Some(Timestamp::from_millis(5)));
+        assert_eq!(e.phase(), DrainPhase::Drained);
+        assert_eq!(e.in_flight(), 0);
+        assert_eq!(e.drain_started(), Some(Timestamp::from_millis(5)));
     }
 
     #[test]
     fn phases_never_move_back() {
-        let c = cell();
-        c.set_phase(DrainPhase::Drained, Timestamp::EPOCH);
-        c.set_phase(DrainPhase::Active, Timestamp::EPOCH);
-        c.set_phase(DrainPhase::Draining, Timestamp::EPOCH);
-        assert_eq!(c.phase(), DrainPhase::Drained);
+        let e = entry();
+        e.set_phase(DrainPhase::Drained, Timestamp::EPOCH);
+        e.set_phase(DrainPhase::Active, Timestamp::EPOCH);
+        e.set_phase(DrainPhase::Draining, Timestamp::EPOCH);
+        assert_eq!(e.phase(), DrainPhase::Drained);
         assert!(
-            c.drain_started().is_some(),
+            e.drain_started().is_some(),
             "a drain started at the epoch still counts"
         );
-        assert!(!c.counters().admits(Admission::Pinned));
+        assert!(!e.counters().admits(Admission::Pinned));
     }
 }

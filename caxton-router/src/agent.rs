@@ -1,0 +1,190 @@
+//! One agent as the router keeps it: its published route, its session pins and its
+//! writer's state, in one cell allocated once per agent.
+//!
+//! Cells have stable addresses: the agent table maps ids to `Arc<AgentCell>`, and a copy
+//! of the table (to add agents) copies those pointers, so a route published in a cell is
+//! seen by every reader of every table version, and a reader may keep the cell for good.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::ArcSwap;
+use caxton_core::{AgentId, DeploymentId, SessionId};
+use crossbeam_utils::CachePadded;
+use dashmap::DashMap;
+
+use crate::route::{AgentRoute, RouteSpec};
+
+pub(crate) type FastHash = foldhash::fast::RandomState;
+
+/// Every agent of a router, by id.
+pub(crate) type AgentTable = HashMap<AgentId, Arc<AgentCell>, FastHash>;
+
+/// Everything the router keeps for one agent.
+pub(crate) struct AgentCell {
+    /// The published route. Readers load this pointer on every message; the padding keeps
+    /// the writer's lock and the pins' bookkeeping off its cache line.
+    route: CachePadded<ArcSwap<AgentRoute>>,
+    agent: AgentId,
+    /// Session pins; read on the hot path only while session affinity is on.
+    pub(crate) pins: DashMap<SessionId, Pin, FastHash>,
+    /// Serializes the agent's writers; readers never take it.
+    writer: Mutex<AgentWriter>,
+}
+
+/// The write side of one agent, behind the cell's mutex.
+pub(crate) struct AgentWriter {
+    /// Every registered, not retired deployment of the agent, with its arena index.
+    pub(crate) deployments: Vec<(DeploymentId, u32)>,
+    /// Earlier routes, oldest first.
+    pub(crate) history: VecDeque<RouteSpec>,
+    generation: u64,
+    /// The route last published.
+    pub(crate) current: Arc<AgentRoute>,
+}
+
+impl AgentWriter {
+    /// The arena index of `deployment`, if it is a registered deployment of the agent.
+    pub(crate) fn index_of(&self, deployment: &DeploymentId) -> Option<u32> {
+        self.deployments
+            .iter()
+            .find(|(id, _)| id == deployment)
+            .map(|(_, index)| *index)
+    }
+
+    pub(crate) fn is_registered(&self, index: u32) -> bool {
+        self.deployments.iter().any(|(_, i)| *i == index)
+    }
+}
+
+impl AgentCell {
+    pub(crate) fn new(agent: AgentId) -> Self {
+        let empty = Arc::new(AgentRoute::build(
+            agent.clone(),
+            0,
+            RouteSpec::default(),
+            &[],
+        ));
+        AgentCell {
+            route: CachePadded::new(ArcSwap::new(Arc::clone(&empty))),
+            agent,
+            pins: DashMap::with_hasher(FastHash::default()),
+            writer: Mutex::new(AgentWriter {
+                deployments: Vec::new(),
+                history: VecDeque::new(),
+                generation: 0,
+                current: empty,
+            }),
+        }
+    }
+
+    pub(crate) fn agent(&self) -> &AgentId {
+        &self.agent
+    }
+
+    /// The published route, to read on the hot path.
+    #[inline]
+    pub(crate) fn route(&self) -> &ArcSwap<AgentRoute> {
+        &self.route
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, AgentWriter> {
+        // Writers leave the state consistent at every step that can unwind, so a poisoned
+        // lock is still usable.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Builds the route for `spec` over the writer's deployments and swaps it in; turning
+    /// session affinity off drops every pin. Callers hold the writer lock.
+    pub(crate) fn publish(&self, writer: &mut AgentWriter, spec: RouteSpec) {
+        writer.generation += 1;
+        let affinity_off = spec.affinity.is_none();
+        let route = Arc::new(AgentRoute::build(
+            self.agent.clone(),
+            writer.generation,
+            spec,
+            &writer.deployments,
+        ));
+        writer.current = Arc::clone(&route);
+        self.route.store(route);
+        if affinity_off && !self.pins.is_empty() {
+            self.pins.clear();
+        }
+    }
+
+    /// Removes the pins matching `drop_it`; returns how many of them were still live.
+    pub(crate) fn drop_pins(
+        &self,
+        now_ms: u64,
+        idle_timeout_ms: Option<u64>,
+        mut drop_it: impl FnMut(&Pin) -> bool,
+    ) -> u64 {
+        if self.pins.is_empty() {
+            return 0;
+        }
+        let mut live = 0;
+        self.pins.retain(|_, pin| {
+            if !drop_it(pin) {
+                return true;
+            }
+            if idle_timeout_ms.is_none_or(|idle| pin.is_live(now_ms, idle)) {
+                live += 1;
+            }
+            false
+        });
+        live
+    }
+}
+
+impl fmt::Debug for AgentCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentCell")
+            .field("agent", &self.agent)
+            .field("pins", &self.pins.len())
+            .finish()
+    }
+}
+
+/// An agent's cell seen as its route slot, for `arc_swap::Cache`.
+#[derive(Debug, Clone)]
+pub(crate) struct CellRoute(pub(crate) Arc<AgentCell>);
+
+impl Deref for CellRoute {
+    type Target = ArcSwap<AgentRoute>;
+
+    #[inline]
+    fn deref(&self) -> &ArcSwap<AgentRoute> {
+        self.0.route()
+    }
+}
+
+/// A session's pin to the deployment that served its first message.
+pub(crate) struct Pin {
+    /// The deployment's arena index.
+    pub(crate) entry: u32,
+    last_seen_ms: AtomicU64,
+}
+
+impl Pin {
+    pub(crate) fn new(entry: u32, now_ms: u64) -> Self {
+        Pin {
+            entry,
+            last_seen_ms: AtomicU64::new(now_ms),
+        }
+    }
+
+    pub(crate) fn is_live(&self, now_ms: u64, idle_timeout_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_seen_ms.load(Ordering::Relaxed)) <= idle_timeout_ms
+    }
+
+    /// Records activity; skips the write when the time has not moved, to keep the pin's
+    /// cache line shared between threads serving the same session.
+    pub(crate) fn touch(&self, now_ms: u64) {
+        if self.last_seen_ms.load(Ordering::Relaxed) < now_ms {
+            self.last_seen_ms.store(now_ms, Ordering::Relaxed);
+        }
+    }
+}

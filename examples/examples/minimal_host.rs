@@ -1,0 +1,28 @@
+//! The smallest Caxton host: a runtime and a router put together by hand, one message.
+//! Run with `cargo run --example minimal_host`.
+
+use caxton_core::{AgentId, AgentRuntime, DeploymentId, LoadSpec, SessionId};
+use caxton_examples::agents::PROCESSOR_V1;
+use caxton_router::Router;
+use caxton_wasm::{AgentEngine, EngineConfig, WasmRuntime};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The runtime: one engine shared by every agent, and the agent loaded and warmed up.
+    let runtime = WasmRuntime::new(AgentEngine::new(EngineConfig::default())?);
+    let (agent, v1) = (AgentId::new("processor")?, DeploymentId::new("processor-v1")?);
+    runtime.load(LoadSpec::new(agent.clone(), v1.clone(), PROCESSOR_V1.version(), PROCESSOR_V1.module()))?;
+    runtime.warm_up(&v1)?;
+
+    // The router: the deployment is registered and promoted to production.
+    let router = Router::new();
+    router.register(&agent, &v1)?;
+    router.promote(&agent, &v1)?;
+
+    // One message: the router picks the deployment, the runtime runs it.
+    let order = br#"{"kind":"order","id":"o-1","items":[{"sku":"A1","qty":2,"price_cents":1250}],"coupon":"SAVE10"}"#;
+    let session = SessionId::new("customer-42")?;
+    let decision = router.route(&agent, Some(&session))?;
+    let reply = runtime.handle(decision.deployment(), None, order)?;
+    println!("{} answered: {}", decision.deployment(), String::from_utf8_lossy(&reply));
+    Ok(())
+}

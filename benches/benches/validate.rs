@@ -13,7 +13,9 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use caxton_validate::policy::Policy;
-use caxton_validate::{ContractTest, ModuleSource, Pipeline, ValidationInput, engine_features, static_stage};
+use caxton_validate::{
+    ContractTest, ModuleSource, Pipeline, ValidationInput, engine_features, static_stage,
+};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 #[path = "validate/large_module.rs"]
@@ -30,27 +32,48 @@ const SMALL_AGENT: &str = r#"(module
   (@custom "caxton.contract" "{\"accepts\":[\"ping\"],\"emits\":[\"pong\"]}"))"#;
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
 }
 
 fn validate(c: &mut Criterion) {
     let pipeline = Pipeline::new(Policy::default()).expect("pipeline");
     let small = ValidationInput::new(ModuleSource::from_wat("small.wat", SMALL_AGENT).expect("small agent"))
         .contract_tests(ContractTest::parse_all(r#"[{"name": "ping", "input": {"kind": "ping"}, "expect": {"kind": "pong", "fields": {"ok": true}}}]"#).expect("vectors"));
-    assert!(pipeline.validate(&small).accepted, "the small agent is accepted");
-    let processor = ValidationInput::new(ModuleSource::from_path(&repo("examples/agents/wasm/processor_v1.wasm")).expect("processor"))
-        .contract_tests(ContractTest::from_file(&repo("examples/agents/processor/contract_tests.json")).expect("vectors"));
-    assert!(pipeline.validate(&processor).accepted, "the processor agent is accepted");
+    assert!(
+        pipeline.validate(&small).accepted,
+        "the small agent is accepted"
+    );
+    let processor = ValidationInput::new(
+        ModuleSource::from_path(&repo("examples/agents/wasm/processor_v1.wasm"))
+            .expect("processor"),
+    )
+    .contract_tests(
+        ContractTest::from_file(&repo("examples/agents/processor/contract_tests.json"))
+            .expect("vectors"),
+    );
+    assert!(
+        pipeline.validate(&processor).accepted,
+        "the processor agent is accepted"
+    );
 
     let large = large_module::large_agent_module(5 * 1024 * 1024);
     let policy = Policy::default();
     let (findings, facts) = static_stage::check(&large, &policy, engine_features());
-    assert!(facts.valid && findings.is_empty(), "the generated module is a valid agent: {findings:?}");
+    assert!(
+        facts.valid && findings.is_empty(),
+        "the generated module is a valid agent: {findings:?}"
+    );
 
     let mut group = c.benchmark_group("validate");
     group.sample_size(20);
-    group.bench_function("full_small_agent", |b| b.iter(|| black_box(pipeline.validate(&small))));
-    group.bench_function("full_processor_agent", |b| b.iter(|| black_box(pipeline.validate(&processor))));
+    group.bench_function("full_small_agent", |b| {
+        b.iter(|| black_box(pipeline.validate(&small)))
+    });
+    group.bench_function("full_processor_agent", |b| {
+        b.iter(|| black_box(pipeline.validate(&processor)))
+    });
     group.throughput(Throughput::Bytes(large.len() as u64));
     group.bench_function("static_large_module", |b| {
         b.iter(|| black_box(static_stage::check(&large, &policy, engine_features())))

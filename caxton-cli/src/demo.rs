@@ -24,16 +24,29 @@ pub(crate) struct DemoArgs {
 
 pub(crate) fn run(args: DemoArgs) -> CommandResult {
     let printer = Arc::new(Printer::new());
-    let config = DemoConfig { pace: if args.fast { Pace::Fast } else { Pace::Normal }, ..DemoConfig::default() };
+    let config = DemoConfig {
+        pace: if args.fast { Pace::Fast } else { Pace::Normal },
+        ..DemoConfig::default()
+    };
     let sink: Arc<dyn DemoSink> = if args.json {
-        Arc::new(JsonLines { printer: printer.clone() })
+        Arc::new(JsonLines {
+            printer: printer.clone(),
+        })
     } else {
         printer.line("Caxton demo: real agents (examples/agents), the real router, runtime, validation and rollout driver.");
-        Arc::new(ForPeople { printer: printer.clone(), bar: Mutex::new(None), started: Instant::now() })
+        Arc::new(ForPeople {
+            printer: printer.clone(),
+            bar: Mutex::new(None),
+            started: Instant::now(),
+        })
     };
     let outcome = Demo::new(config).run(sink).map_err(Failure::new)?;
     printer.finish()?;
-    Ok(if outcome.as_designed() { Verdict::Positive } else { Verdict::Negative })
+    Ok(if outcome.as_designed() {
+        Verdict::Positive
+    } else {
+        Verdict::Negative
+    })
 }
 
 struct JsonLines {
@@ -74,7 +87,11 @@ impl ForPeople {
         std::thread::spawn(move || {
             let started = Instant::now();
             while !ticker.is_finished() {
-                ticker.set_position(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX).min(millis));
+                ticker.set_position(
+                    u64::try_from(started.elapsed().as_millis())
+                        .unwrap_or(u64::MAX)
+                        .min(millis),
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
@@ -86,7 +103,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -108,7 +125,12 @@ impl DemoSink for ForPeople {
                     };
                     p.mark("", mark, &line.text);
                 }
-                if let EventKind::StageStarted { stage, hold_s: Some(hold), .. } = &event.kind {
+                if let EventKind::StageStarted {
+                    stage,
+                    hold_s: Some(hold),
+                    ..
+                } = &event.kind
+                {
                     self.start_bar(stage.clone(), Duration::from_secs_f64(*hold));
                 }
             }
@@ -117,22 +139,58 @@ impl DemoSink for ForPeople {
                     p.line("");
                     p.line(&format!("Act {act} · {title}"));
                 }
-                StepKind::Validated { deployment, accepted, stages, duration_ms } => {
+                StepKind::Validated {
+                    deployment,
+                    accepted,
+                    stages,
+                    duration_ms,
+                } => {
                     let parts: Vec<String> = stages
                         .iter()
-                        .map(|s| format!("{} {} {:.1} ms", if s.passed { "✓" } else { "✗" }, s.stage, s.duration_ms))
+                        .map(|s| {
+                            format!(
+                                "{} {} {:.1} ms",
+                                if s.passed { "✓" } else { "✗" },
+                                s.stage,
+                                s.duration_ms
+                            )
+                        })
                         .collect();
                     let mark = if *accepted { Mark::Done } else { Mark::Failed };
-                    p.mark("", mark, &format!("{deployment} validated in {duration_ms:.0} ms: {}", parts.join(" · ")));
+                    p.mark(
+                        "",
+                        mark,
+                        &format!(
+                            "{deployment} validated in {duration_ms:.0} ms: {}",
+                            parts.join(" · ")
+                        ),
+                    );
                 }
-                StepKind::TrafficStarted { agent, rate, coupon_share } => {
-                    p.mark("", Mark::Progress, &format!("Orders to `{agent}`: {rate}/s, {:.0}% with a coupon code", coupon_share * 100.0));
+                StepKind::TrafficStarted {
+                    agent,
+                    rate,
+                    coupon_share,
+                } => {
+                    p.mark(
+                        "",
+                        Mark::Progress,
+                        &format!(
+                            "Orders to `{agent}`: {rate}/s, {:.0}% with a coupon code",
+                            coupon_share * 100.0
+                        ),
+                    );
                 }
                 StepKind::TrafficStopped { tally, lost, .. } => {
                     let by: Vec<String> = tally
                         .by_deployment
                         .iter()
-                        .map(|(d, c)| format!("{d} {} ({} errors)", thousands(c.replies), thousands(c.app_errors)))
+                        .map(|(d, c)| {
+                            format!(
+                                "{d} {} ({} errors)",
+                                thousands(c.replies),
+                                thousands(c.app_errors)
+                            )
+                        })
                         .collect();
                     let mark = if *lost == 0 { Mark::Done } else { Mark::Failed };
                     p.mark(
@@ -148,8 +206,16 @@ impl DemoSink for ForPeople {
                         ),
                     );
                 }
-                StepKind::CutOver { operation, took_us, routed_to_candidate_after } => {
-                    let mark = if *routed_to_candidate_after == 0 { Mark::Done } else { Mark::Failed };
+                StepKind::CutOver {
+                    operation,
+                    took_us,
+                    routed_to_candidate_after,
+                } => {
+                    let mark = if *routed_to_candidate_after == 0 {
+                        Mark::Done
+                    } else {
+                        Mark::Failed
+                    };
                     p.mark(
                         "",
                         mark,
@@ -159,12 +225,29 @@ impl DemoSink for ForPeople {
                     );
                 }
                 StepKind::Rainbow { phase, sessions } => {
-                    let live: Vec<String> = sessions.iter().map(|(d, n)| format!("{d}: {n}")).collect();
-                    let live = if live.is_empty() { "none".to_owned() } else { live.join(", ") };
-                    p.mark("", Mark::Progress, &format!("Rainbow, {phase}; live sessions: {live}"));
+                    let live: Vec<String> =
+                        sessions.iter().map(|(d, n)| format!("{d}: {n}")).collect();
+                    let live = if live.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        live.join(", ")
+                    };
+                    p.mark(
+                        "",
+                        Mark::Progress,
+                        &format!("Rainbow, {phase}; live sessions: {live}"),
+                    );
                 }
-                StepKind::SessionsChecked { sessions, switched, replies } => {
-                    let mark = if *switched == 0 { Mark::Done } else { Mark::Failed };
+                StepKind::SessionsChecked {
+                    sessions,
+                    switched,
+                    replies,
+                } => {
+                    let mark = if *switched == 0 {
+                        Mark::Done
+                    } else {
+                        Mark::Failed
+                    };
                     p.mark("", mark, &format!("{sessions} sessions, {replies} replies: {switched} switched version mid-session"));
                 }
                 StepKind::ShadowCompared {
@@ -179,7 +262,11 @@ impl DemoSink for ForPeople {
                     production_fuel_p50,
                     shadow_fuel_p50,
                 } => {
-                    let mark = if equivalent == mirrored && *failed == 0 { Mark::Done } else { Mark::Failed };
+                    let mark = if equivalent == mirrored && *failed == 0 {
+                        Mark::Done
+                    } else {
+                        Mark::Failed
+                    };
                     p.mark(
                         "",
                         mark,
@@ -192,17 +279,43 @@ impl DemoSink for ForPeople {
                         ),
                     );
                     let ms = |v: &Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3} ms"));
-                    let fuel = |v: &Option<f64>| v.map_or("n/a".to_owned(), |v| thousands(v as u64));
-                    p.mark("", Mark::Done, &format!("Latency p50: production {}, shadow {}", ms(production_p50_ms), ms(shadow_p50_ms)));
-                    p.mark("", Mark::Done, &format!("Fuel per message p50: production {}, shadow {}", fuel(production_fuel_p50), fuel(shadow_fuel_p50)));
-                    let mark = if reached_callers == &0 && discarded == mirrored { Mark::Done } else { Mark::Failed };
+                    let fuel =
+                        |v: &Option<f64>| v.map_or("n/a".to_owned(), |v| thousands(v as u64));
+                    p.mark(
+                        "",
+                        Mark::Done,
+                        &format!(
+                            "Latency p50: production {}, shadow {}",
+                            ms(production_p50_ms),
+                            ms(shadow_p50_ms)
+                        ),
+                    );
+                    p.mark(
+                        "",
+                        Mark::Done,
+                        &format!(
+                            "Fuel per message p50: production {}, shadow {}",
+                            fuel(production_fuel_p50),
+                            fuel(shadow_fuel_p50)
+                        ),
+                    );
+                    let mark = if reached_callers == &0 && discarded == mirrored {
+                        Mark::Done
+                    } else {
+                        Mark::Failed
+                    };
                     p.mark("", mark, &format!("{} shadow replies discarded after comparison; {reached_callers} reached a caller", thousands(*discarded)));
                 }
                 StepKind::Summary { rows } => {
                     p.line("");
                     p.line("Summary");
-                    let width = |f: &dyn Fn(&caxton_examples::demo::SummaryRow) -> usize| rows.iter().map(f).max().unwrap_or(0);
-                    let (w1, w2) = (width(&|r| r.step.chars().count()), width(&|r| r.result.chars().count()));
+                    let width = |f: &dyn Fn(&caxton_examples::demo::SummaryRow) -> usize| {
+                        rows.iter().map(f).max().unwrap_or(0)
+                    };
+                    let (w1, w2) = (
+                        width(&|r| r.step.chars().count()),
+                        width(&|r| r.result.chars().count()),
+                    );
                     for row in rows {
                         p.line(&format!(
                             "  {:<w1$}  {:<w2$}  {}",
@@ -217,9 +330,17 @@ impl DemoSink for ForPeople {
                 StepKind::Finished { outcome, problems } => {
                     let took = self.started.elapsed().as_secs_f64();
                     if outcome == "completed" {
-                        p.mark("", Mark::Done, &format!("Demo completed as designed ({took:.1}s)"));
+                        p.mark(
+                            "",
+                            Mark::Done,
+                            &format!("Demo completed as designed ({took:.1}s)"),
+                        );
                     } else {
-                        p.mark("", Mark::Failed, &format!("Demo did not run as designed ({took:.1}s)"));
+                        p.mark(
+                            "",
+                            Mark::Failed,
+                            &format!("Demo did not run as designed ({took:.1}s)"),
+                        );
                         for problem in problems {
                             p.line(&format!("    {problem}"));
                         }

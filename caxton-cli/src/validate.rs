@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use caxton_validate::report::{Severity, StageStatus};
-use caxton_validate::{ContractTest, ModuleSource, Pipeline, Policy, ValidationInput, ValidationReport};
+use caxton_validate::{
+    ContractTest, ModuleSource, Pipeline, Policy, ValidationInput, ValidationReport,
+};
 
 use crate::output::{CommandResult, Failure, Mark, Printer, Verdict};
 
@@ -48,25 +50,48 @@ pub(crate) fn run(args: ValidateArgs) -> CommandResult {
         print_for_people(&printer, &report, input.module().bytes().len());
     }
     printer.finish()?;
-    Ok(if report.accepted { Verdict::Positive } else { Verdict::Negative })
+    Ok(if report.accepted {
+        Verdict::Positive
+    } else {
+        Verdict::Negative
+    })
 }
 
 fn print_for_people(printer: &Printer, report: &ValidationReport, size: usize) {
-    printer.line(&format!("Validating {} ({}, {})", report.module, short_digest(&report.digest), human_bytes(size as u64)));
+    printer.line(&format!(
+        "Validating {} ({}, {})",
+        report.module,
+        short_digest(&report.digest),
+        human_bytes(size as u64)
+    ));
     for stage in &report.stages {
         match stage.status {
-            StageStatus::Passed => printer.mark("", Mark::Done, &format!("{} ({})", stage.stage, human_ms(stage.duration_ms))),
-            StageStatus::Failed => printer.mark("", Mark::Failed, &format!("{} ({})", stage.stage, human_ms(stage.duration_ms))),
+            StageStatus::Passed => printer.mark(
+                "",
+                Mark::Done,
+                &format!("{} ({})", stage.stage, human_ms(stage.duration_ms)),
+            ),
+            StageStatus::Failed => printer.mark(
+                "",
+                Mark::Failed,
+                &format!("{} ({})", stage.stage, human_ms(stage.duration_ms)),
+            ),
             StageStatus::Skipped => printer.line(&format!("- {} skipped", stage.stage)),
         }
         for finding in &stage.findings {
-            let offset = finding.offset.map(|o| format!(" (at byte {o:#x})")).unwrap_or_default();
+            let offset = finding
+                .offset
+                .map(|o| format!(" (at byte {o:#x})"))
+                .unwrap_or_default();
             let severity = match finding.severity {
                 Severity::Error => "error",
                 Severity::Warning => "warning",
                 Severity::Info => "info",
             };
-            printer.line(&format!("    {severity} [{}] {}{offset}", finding.code, finding.message));
+            printer.line(&format!(
+                "    {severity} [{}] {}{offset}",
+                finding.code, finding.message
+            ));
         }
     }
     if let Some(p) = &report.profile {
@@ -96,7 +121,13 @@ fn short_digest(digest: &str) -> String {
 }
 
 fn human_ms(ms: f64) -> String {
-    if ms >= 1_000.0 { format!("{:.1}s", ms / 1_000.0) } else if ms >= 10.0 { format!("{ms:.0} ms") } else { format!("{ms:.1} ms") }
+    if ms >= 1_000.0 {
+        format!("{:.1}s", ms / 1_000.0)
+    } else if ms >= 10.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
 }
 
 fn human_bytes(bytes: u64) -> String {
@@ -119,6 +150,9 @@ mod tests {
         assert_eq!(human_ms(0.84), "0.8 ms");
         assert_eq!(human_ms(42.0), "42 ms");
         assert_eq!(human_ms(1_500.0), "1.5s");
-        assert_eq!(short_digest("sha256:0123456789abcdef"), "sha256:0123456789ab…");
+        assert_eq!(
+            short_digest("sha256:0123456789abcdef"),
+            "sha256:0123456789ab…"
+        );
     }
 }

@@ -7,11 +7,18 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn caxton(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_caxton")).args(args).output().expect("the caxton binary runs")
+    Command::new(env!("CARGO_BIN_EXE_caxton"))
+        .args(args)
+        .output()
+        .expect("the caxton binary runs")
 }
 
 fn repo(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+        .display()
+        .to_string()
 }
 
 fn stdout(output: &Output) -> String {
@@ -29,7 +36,13 @@ fn file_with(dir: &tempfile::TempDir, name: &str, contents: &[u8]) -> String {
 }
 
 fn assert_could_not_run(output: &Output, mentions: &[&str]) {
-    assert_eq!(output.status.code(), Some(2), "stdout: {} stderr: {}", stdout(output), stderr(output));
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "stdout: {} stderr: {}",
+        stdout(output),
+        stderr(output)
+    );
     let err = stderr(output);
     assert_eq!(err.lines().count(), 1, "one line on stderr: {err:?}");
     for text in mentions {
@@ -49,10 +62,21 @@ const ECHO_WAT: &str = r#"(module
 
 #[test]
 fn an_accepted_module_prints_a_line_per_stage_and_exits_0() {
-    let output = caxton(&["validate", &repo("examples/agents/wasm/processor_v1.wasm"), "--contract-tests", &repo("examples/agents/processor/contract_tests.json")]);
+    let output = caxton(&[
+        "validate",
+        &repo("examples/agents/wasm/processor_v1.wasm"),
+        "--contract-tests",
+        &repo("examples/agents/processor/contract_tests.json"),
+    ]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
-    for stage in ["✓ static (", "✓ sandbox (", "✓ contracts (", "✓ resources (", "✓ Validation passed ("] {
+    for stage in [
+        "✓ static (",
+        "✓ sandbox (",
+        "✓ contracts (",
+        "✓ resources (",
+        "✓ Validation passed (",
+    ] {
         assert!(text.contains(stage), "{stage} missing in:\n{text}");
     }
     assert!(text.contains("profile: fuel/message"));
@@ -69,13 +93,25 @@ fn json_output_follows_the_documented_layout() {
     assert!(report["digest"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(report["accepted"], true);
     assert!(report["duration_ms"].is_number());
-    let stages: Vec<&str> = report["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    let stages: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
     assert_eq!(stages, ["static", "sandbox", "contracts", "resources"]);
     for stage in report["stages"].as_array().unwrap() {
         assert_eq!(stage["status"], "passed");
         assert!(stage["duration_ms"].is_number() && stage["findings"].is_array());
     }
-    for key in ["fuel_per_message_p50", "fuel_per_message_p99", "peak_memory_bytes", "instantiate_us_p50", "handle_us_p50", "handle_us_p99"] {
+    for key in [
+        "fuel_per_message_p50",
+        "fuel_per_message_p99",
+        "peak_memory_bytes",
+        "instantiate_us_p50",
+        "handle_us_p50",
+        "handle_us_p99",
+    ] {
         assert!(report["profile"][key].is_number(), "{key}");
     }
 }
@@ -97,7 +133,12 @@ fn a_rejected_module_exits_1_with_its_findings() {
     assert_eq!(report["stages"][2]["status"], "failed");
     assert_eq!(report["stages"][3]["status"], "skipped");
     assert_eq!(report["profile"], Value::Null);
-    let codes: Vec<&str> = report["stages"][2]["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
+    let codes: Vec<&str> = report["stages"][2]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
     assert!(codes.contains(&"unexpected_kind"), "{codes:?}");
 }
 
@@ -109,8 +150,18 @@ fn bad_modules_are_rejected_with_a_clear_finding() {
     for (name, bytes, code, policy) in [
         ("empty.wasm", Vec::new(), "empty_module", None),
         ("text.wasm", b"hello world".to_vec(), "not_wasm", None),
-        ("truncated.wasm", good[..good.len() - 5].to_vec(), "invalid_wasm", None),
-        ("large.wasm", good.clone(), "module_too_large", Some(policy.as_str())),
+        (
+            "truncated.wasm",
+            good[..good.len() - 5].to_vec(),
+            "invalid_wasm",
+            None,
+        ),
+        (
+            "large.wasm",
+            good.clone(),
+            "module_too_large",
+            Some(policy.as_str()),
+        ),
     ] {
         let path = file_with(&dir, name, &bytes);
         let mut args = vec!["validate", path.as_str()];
@@ -130,15 +181,34 @@ fn bad_modules_are_rejected_with_a_clear_finding() {
 fn unreadable_input_exits_2_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let good = file_with(&dir, "echo.wat", ECHO_WAT.as_bytes());
-    let bad_wat = file_with(&dir, "bad.wat", b"(module\n  (func (result i32)\n    i32.konst 1))");
-    assert_could_not_run(&caxton(&["validate", &bad_wat]), &["bad.wat:3:5", "unknown operator"]);
+    let bad_wat = file_with(
+        &dir,
+        "bad.wat",
+        b"(module\n  (func (result i32)\n    i32.konst 1))",
+    );
+    assert_could_not_run(
+        &caxton(&["validate", &bad_wat]),
+        &["bad.wat:3:5", "unknown operator"],
+    );
     let folder = dir.path().display().to_string();
     assert_could_not_run(&caxton(&["validate", &folder]), &["is a directory"]);
-    assert_could_not_run(&caxton(&["validate", "/no/such/agent.wasm"]), &["/no/such/agent.wasm", "no such file"]);
+    assert_could_not_run(
+        &caxton(&["validate", "/no/such/agent.wasm"]),
+        &["/no/such/agent.wasm", "no such file"],
+    );
     let policy = file_with(&dir, "policy.json", br#"{"sandbox": {"fuel": 1}}"#);
-    assert_could_not_run(&caxton(&["validate", &good, "--policy", &policy]), &["policy.json", "fuel"]);
+    assert_could_not_run(
+        &caxton(&["validate", &good, "--policy", &policy]),
+        &["policy.json", "fuel"],
+    );
     let vectors = file_with(&dir, "tests.json", br#"[{"name": "x", "input": {}}]"#);
-    assert_could_not_run(&caxton(&["validate", &good, "--contract-tests", &vectors]), &["tests.json", "expect"]);
-    assert_could_not_run(&caxton(&["validate", &good, "--previous", "/no/such/previous.wasm"]), &["previous.wasm"]);
+    assert_could_not_run(
+        &caxton(&["validate", &good, "--contract-tests", &vectors]),
+        &["tests.json", "expect"],
+    );
+    assert_could_not_run(
+        &caxton(&["validate", &good, "--previous", "/no/such/previous.wasm"]),
+        &["previous.wasm"],
+    );
     assert_could_not_run(&caxton(&["validate"]), &["MODULE"]);
 }

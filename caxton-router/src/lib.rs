@@ -80,15 +80,17 @@
 //!
 //! # Cost
 //!
-//! The fast path is a [`RouterReader`], one per routing thread: a lookup in the reader's
-//! own map of agents, one plain atomic read and a pointer compare to confirm its cached
-//! route of the agent, a hash of the session when a split is active, a range lookup, and
-//! one atomic add on the reader's counter shard, which also carries the deployment's drain
-//! phase; the decision subtracts it again when dropped. The decision borrows the router
-//! and points straight at the deployment's entry, so no reference count is touched and
+//! The fast path is a [`RouterReader`], one per routing thread. It keeps its own copy of
+//! each agent's route with the deployments already looked up, so a message costs a lookup
+//! in the reader's own map, one plain atomic read and a pointer compare to confirm that
+//! the copy is current, a hash of the session when a split is active, a range lookup, and
+//! one atomic add on the reader's in-flight counter, which also carries the deployment's
+//! drain phase; the decision subtracts it again when dropped. The decision borrows the
+//! router and points straight at the deployment, so no reference count is touched and
 //! nothing is written that another core reads. [`Router::route`] works without a reader
-//! and pays two protected loads (`arc_swap`) more per message. A decision that must
-//! outlive the router's scope becomes `'static` with [`RouteDecision::into_owned`].
+//! and pays two protected loads (`arc_swap`) and the lookups on every message. A decision
+//! that must outlive the router's scope becomes `'static` with
+//! [`RouteDecision::into_owned`].
 //!
 //! The outer table is copied only to add an agent; a change to one agent's route,
 //! rollback included, never copies the others. Every deployment ever registered keeps its

@@ -121,9 +121,7 @@ impl PointSource for ThreadSampler {
                     .set((current + SEQUENCE_STRIDE) % u32::from(FULL));
                 current as u16
             })
-            .unwrap_or_else(|_| {
-                (FALLBACK.fetch_add(1, Ordering::Relaxed) % u64::from(FULL)) as u16
-            })
+            .unwrap_or_else(|_| (FALLBACK.fetch_add(1, Ordering::Relaxed) % u64::from(FULL)) as u16)
     }
 }
 

@@ -19,21 +19,27 @@ use crate::router::Router;
 
 /// A routing handle for one thread (or one task) that routes many messages: the fast path.
 ///
-/// The handle keeps its own map from agent to the agent's cell, filled the first time it
-/// routes for an agent, and a cached reference to each agent's current route. Routing one
-/// message is then a lookup in that map, one plain atomic read and a pointer compare to
-/// check that the cached route is still the published one, the session hash, the range
-/// lookup, and one atomic add on this handle's in-flight counter shard (taken back when the
-/// decision is dropped). [`Router::route`] pays two protected loads more on every message.
+/// The handle keeps, for each agent it has routed for, its own copy of the agent's current
+/// route, compiled down to what routing reads, with the deployments' entries and this
+/// handle's in-flight counter in each already looked up. Routing one message is then a
+/// lookup in the handle's own map (by the address of the `AgentId`'s text, so no text is
+/// hashed or compared), one plain atomic read and a pointer compare to check that the
+/// agent's published route is still the one copied, the session hash, the range lookup,
+/// and one atomic add on this handle's counter, taken back when the decision is dropped.
+/// No reference count is touched and nothing is written that another thread reads.
+/// [`Router::route`] pays two protected loads and the lookups on every message instead.
 ///
 /// Changes are seen at once all the same: a route, a rollback or a drain published before
 /// a call is what the call routes by. When a route changed, the next message for that agent
-/// takes a reference to the new one (one shared atomic add, once per change and handle).
+/// recompiles the copy and takes references to the new route (a few shared atomic adds,
+/// once per change and handle). The handle holds the route it last saw for each agent, so
+/// an old route is freed once every handle has routed for that agent again, or is dropped.
 ///
-/// A handle writes no memory that another handle reads on its fast path: its map, its
-/// cached routes and its sampler are its own, and its counter shard is that of the thread
-/// that made it. It holds a reference to the route it last saw for each agent, so an old
-/// route is freed once every handle has routed for that agent again (or is dropped).
+/// Pass the same `AgentId` (or clones of it, which share its text) for an agent's
+/// messages: an id built afresh for every message still routes correctly, through a
+/// lookup by name that costs a few more nanoseconds and keeps the id alive for a while.
+/// The handle's memory grows with the agents it routes for (about 300 bytes each) and is
+/// freed when it is dropped.
 ///
 /// ```
 /// # use caxton_core::{AgentId, DeploymentId, SessionId};
@@ -164,11 +170,9 @@ impl<'r> RouterReader<'r> {
         }
     }
 
-    /// Routes one message; the same decision as [`Router::route`] would make.
-    ///
-    /// Fastest when the caller passes the same `AgentId` (or clones of it, which share its
-    /// text) for an agent's messages; an id built afresh for every message is looked up by
-    /// name and costs a few nanoseconds more.
+    /// Routes one message; the same decision as [`Router::route`] would make. Session
+    /// pins (with session affinity on) and retries after a concurrent drain take the
+    /// router's own path.
     #[inline(always)]
     pub fn route(
         &mut self,
@@ -267,5 +271,62 @@ impl Router {
     /// see [`RouterReader`].
     pub fn reader(&self) -> RouterReader<'_> {
         RouterReader::new(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caxton_core::DeploymentId;
+
+    #[test]
+    fn aliases_stay_bounded_when_every_message_brings_a_new_id() {
+        let router = Router::new();
+        let name = "builds-ids";
+        let agent = AgentId::new(name).unwrap();
+        let v1 = DeploymentId::new("v1").unwrap();
+        router.register(&agent, &v1).unwrap();
+        router.promote(&agent, &v1).unwrap();
+        let mut reader = router.reader();
+        for _ in 0..10_000 {
+            let fresh = AgentId::new(name).unwrap();
+            assert_eq!(reader.route(&fresh, None).unwrap().deployment(), &v1);
+            assert!(reader.aliases.len() <= 2 * reader.agents.len() + 64);
+            assert_eq!(reader.aliases.len(), reader.by_address.len());
+        }
+        assert_eq!(
+            reader.agents.len(),
+            1,
+            "one agent, however many ids named it"
+        );
+    }
+
+    #[test]
+    fn a_known_agent_fits_the_memory_the_docs_promise() {
+        // The type docs promise about 300 bytes per agent, maps included.
+        assert!(std::mem::size_of::<KnownAgent<'_>>() <= 256);
+    }
+
+    #[test]
+    fn a_route_change_recompiles_the_copy_once() {
+        let router = Router::new();
+        let agent = AgentId::new("a").unwrap();
+        let (v1, v2) = (
+            DeploymentId::new("v1").unwrap(),
+            DeploymentId::new("v2").unwrap(),
+        );
+        router.register(&agent, &v1).unwrap();
+        router.register(&agent, &v2).unwrap();
+        router.promote(&agent, &v1).unwrap();
+        let mut reader = router.reader();
+        drop(reader.route(&agent, None).unwrap());
+        let before = Arc::clone(&reader.agents[0].compiled.from);
+        drop(reader.route(&agent, None).unwrap());
+        assert!(Arc::ptr_eq(&before, &reader.agents[0].compiled.from));
+        router.promote(&agent, &v2).unwrap();
+        assert_eq!(reader.route(&agent, None).unwrap().deployment(), &v2);
+        let after = &reader.agents[0].compiled.from;
+        assert!(!Arc::ptr_eq(&before, after));
+        assert_eq!(after.generation(), before.generation() + 1);
     }
 }

@@ -469,11 +469,12 @@ mod tests {
     fn wide_splits_keep_their_ranges_out_of_line_and_choose_the_same_way() {
         let agent = AgentId::new("a").unwrap();
         let names = ["a", "b", "c", "d", "e", "f"];
-        let split = Split::new(
-            names
-                .iter()
-                .map(|n| (d(n), Weight::from_bps(if *n == "a" { 5_000 } else { 1_000 }).unwrap())),
-        )
+        let split = Split::new(names.iter().map(|n| {
+            (
+                d(n),
+                Weight::from_bps(if *n == "a" { 5_000 } else { 1_000 }).unwrap(),
+            )
+        }))
         .unwrap();
         let route = AgentRoute::build(
             agent.clone(),

@@ -469,11 +469,7 @@ impl Router {
 
     /// Adds an entry for a new deployment to the arena. Callers hold the registry lock, so
     /// the capacity check and the push cannot interleave with another push.
-    fn push_entry(
-        &self,
-        agent: &AgentId,
-        deployment: &DeploymentId,
-    ) -> Result<u32, RegisterError> {
+    fn push_entry(&self, agent: &AgentId, deployment: &DeploymentId) -> Result<u32, RegisterError> {
         if self.arena.count() >= u32::MAX as usize {
             return Err(RegisterError::TooManyDeployments {
                 deployment: deployment.clone(),
@@ -868,7 +864,8 @@ impl Router {
         let (index, cell) = self.drainable(deployment)?;
         let writer = cell.lock();
         self.check_drainable(&cell, &writer, index)?;
-        self.entry(index).set_phase(DrainPhase::Draining, self.now());
+        self.entry(index)
+            .set_phase(DrainPhase::Draining, self.now());
         Ok(())
     }
 
@@ -881,9 +878,7 @@ impl Router {
         let pinned_sessions = cell
             .pins
             .iter()
-            .filter(|pin| {
-                pin.entry == index && idle.is_none_or(|idle| pin.is_live(now_ms, idle))
-            })
+            .filter(|pin| pin.entry == index && idle.is_none_or(|idle| pin.is_live(now_ms, idle)))
             .count() as u64;
         let entry = self.entry(index);
         Ok(DrainStatus {

@@ -1,11 +1,13 @@
-//! Properties of routing: stickiness under rising weights, observed shares, and session pins.
+//! Properties of routing: stickiness under rising weights, observed shares, session pins, and
+//! the per-thread reader deciding as the router does.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use caxton_core::{
-    AgentId, DeploymentId, ManualClock, SessionAffinity, SessionId, Split, Timestamp, Weight,
+    AgentId, DeploymentId, ManualClock, SessionAffinity, SessionId, ShadowConfig, Split, Timestamp,
+    Weight,
 };
 use caxton_router::{Router, session_point};
 use proptest::prelude::*;
@@ -226,6 +228,59 @@ proptest! {
                     pins.insert(s, (got, now));
                 }
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// A `RouterReader` keeps its own copy of each route, but it decides exactly as
+    /// `Router::route` does, for splits narrow and wide (one to eight deployments), with or
+    /// without a shadow, and after every change.
+    #[test]
+    fn a_reader_routes_exactly_like_the_router(
+        splits in proptest::collection::vec(proptest::collection::vec(0u16..=10_000, 0..7), 1..5),
+        shadow_rate in proptest::option::of(0u32..=10_000),
+        salt in any::<u32>(),
+    ) {
+        let router = Router::new();
+        let agent = AgentId::new("same").unwrap();
+        let ids: Vec<DeploymentId> = (0..8).map(|n| dep(&format!("d{n}"))).collect();
+        for id in &ids {
+            router.register(&agent, id).unwrap();
+        }
+        router.promote(&agent, &ids[0]).unwrap();
+        if let Some(rate) = shadow_rate {
+            let shadow = ShadowConfig { deployment: ids[7].clone(), sample: Weight::from_bps(rate).unwrap() };
+            router.set_shadow(&agent, Some(&shadow)).unwrap();
+        }
+        let sessions = sessions(&format!("r{salt}"), 300);
+        let mut reader = router.reader();
+        for cuts in splits {
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let mut bounds = vec![0u16];
+            bounds.extend(cuts);
+            bounds.push(10_000);
+            let split = Split::new(
+                bounds
+                    .windows(2)
+                    .enumerate()
+                    .map(|(n, w)| (ids[n].clone(), Weight::from_bps(u32::from(w[1] - w[0])).unwrap())),
+            )
+            .unwrap();
+            router.set_split(&agent, &split).unwrap();
+            for s in &sessions {
+                let shared = router.route(&agent, Some(s)).unwrap();
+                let own = reader.route(&agent, Some(s)).unwrap();
+                prop_assert_eq!(shared.deployment(), own.deployment());
+                prop_assert_eq!(shared.shadow(), own.shadow());
+                prop_assert_eq!(shared.generation(), own.generation());
+            }
+        }
+        for id in &ids {
+            prop_assert_eq!(router.in_flight(id), 0);
         }
     }
 }

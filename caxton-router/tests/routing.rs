@@ -703,3 +703,68 @@ fn changes_are_not_lost_while_agents_are_added() {
         );
     }
 }
+
+#[test]
+fn a_reader_sees_every_change_and_drain_as_soon_as_it_returns() {
+    let (router, a) = setup();
+    let mut reader = router.reader();
+    let s = session("s");
+    assert_eq!(reader.route(&a, Some(&s)).unwrap().deployment(), &dep("v1"));
+    router.promote(&a, &dep("v2")).unwrap();
+    assert_eq!(reader.route(&a, Some(&s)).unwrap().deployment(), &dep("v2"));
+    router.set_canary(&a, &dep("v3"), bps(10_000)).unwrap();
+    assert_eq!(reader.route(&a, Some(&s)).unwrap().deployment(), &dep("v3"));
+    router.rollback(&a).unwrap();
+    let decision = reader.route(&a, None).unwrap();
+    assert_eq!(decision.deployment(), &dep("v2"));
+    assert_eq!(
+        decision.generation(),
+        router.agent_route(&a).unwrap().generation()
+    );
+    drop(decision);
+
+    // A decision made before a drain holds it open; none is made after it closes.
+    let held = reader.route(&a, None).unwrap();
+    router.promote(&a, &dep("v1")).unwrap();
+    let report = router.drain(&dep("v2"), Duration::from_millis(10)).unwrap();
+    assert_eq!(report.still_in_flight, 1, "{report:?}");
+    for n in 0..100 {
+        let s = session(&format!("after-{n}"));
+        assert_eq!(reader.route(&a, Some(&s)).unwrap().deployment(), &dep("v1"));
+    }
+    drop(held);
+    assert_eq!(router.in_flight(&dep("v2")), 0);
+}
+
+#[test]
+fn a_reader_routes_ids_built_afresh_for_every_message() {
+    let router = Router::new();
+    for n in 0..3 {
+        let a = agent(&format!("agent-{n}"));
+        router.register(&a, &dep(&format!("agent-{n}-v1"))).unwrap();
+        router.promote(&a, &dep(&format!("agent-{n}-v1"))).unwrap();
+    }
+    let mut reader = router.reader();
+    for round in 0..1_000 {
+        let n = round % 3;
+        // A new allocation every time, as a host parsing ids off the wire would make.
+        let fresh = agent(&format!("agent-{n}"));
+        let decision = reader.route(&fresh, Some(&session("s"))).unwrap();
+        assert_eq!(decision.deployment(), &dep(&format!("agent-{n}-v1")));
+    }
+    assert!(matches!(
+        reader.route(&agent("agent-9"), None),
+        Err(RouteError::UnknownAgent { .. })
+    ));
+    // An agent registered after the reader first missed it is found.
+    router
+        .register(&agent("agent-9"), &dep("agent-9-v1"))
+        .unwrap();
+    router
+        .promote(&agent("agent-9"), &dep("agent-9-v1"))
+        .unwrap();
+    assert_eq!(
+        reader.route(&agent("agent-9"), None).unwrap().deployment(),
+        &dep("agent-9-v1")
+    );
+}

@@ -23,7 +23,11 @@ pub struct ValidationInput {
 impl ValidationInput {
     /// Validates `module` alone.
     pub fn new(module: ModuleSource) -> Self {
-        ValidationInput { module, previous: None, contract_tests: Vec::new() }
+        ValidationInput {
+            module,
+            previous: None,
+            contract_tests: Vec::new(),
+        }
     }
 
     /// The version this one replaces: it must accept every kind the previous accepted.
@@ -113,9 +117,8 @@ impl PipelineBuilder {
 
     /// Adds a stage just before the one called `before`.
     pub fn stage_before(mut self, before: &str, stage: impl Stage + 'static) -> Self {
-        match self.position(before, "insert before") {
-            Some(index) => self.stages.insert(index, Box::new(stage)),
-            None => {}
+        if let Some(index) = self.position(before, "insert before") {
+            self.stages.insert(index, Box::new(stage));
         }
         self
     }
@@ -139,7 +142,10 @@ impl PipelineBuilder {
     fn position(&mut self, name: &str, action: &'static str) -> Option<usize> {
         let found = self.stages.iter().position(|s| s.name() == name);
         if found.is_none() && self.error.is_none() {
-            self.error = Some(PipelineError::UnknownStage { name: name.to_owned(), action });
+            self.error = Some(PipelineError::UnknownStage {
+                name: name.to_owned(),
+                action,
+            });
         }
         found
     }
@@ -151,7 +157,9 @@ impl PipelineBuilder {
         }
         for (i, stage) in self.stages.iter().enumerate() {
             if self.stages[..i].iter().any(|s| s.name() == stage.name()) {
-                return Err(PipelineError::DuplicateStage { name: stage.name().to_owned() });
+                return Err(PipelineError::DuplicateStage {
+                    name: stage.name().to_owned(),
+                });
             }
         }
         let engine = match self.engine {
@@ -159,7 +167,11 @@ impl PipelineBuilder {
             Some(engine) => engine,
             None => AgentEngine::new(EngineConfig::default().on_demand().fuel_metering(true))?,
         };
-        Ok(Pipeline { engine, policy: self.policy, stages: self.stages })
+        Ok(Pipeline {
+            engine,
+            policy: self.policy,
+            stages: self.stages,
+        })
     }
 }
 
@@ -169,7 +181,12 @@ impl Pipeline {
         PipelineBuilder {
             engine: None,
             policy: Policy::default(),
-            stages: vec![Box::new(StaticStage), Box::new(SandboxStage), Box::new(ContractsStage), Box::new(ResourcesStage)],
+            stages: vec![
+                Box::new(StaticStage),
+                Box::new(SandboxStage),
+                Box::new(ContractsStage),
+                Box::new(ResourcesStage),
+            ],
             error: None,
         }
     }
@@ -214,7 +231,12 @@ impl Pipeline {
         for stage in &self.stages {
             let name = stage.name();
             if failed {
-                stages.push(StageReport { stage: name.to_owned(), status: StageStatus::Skipped, duration_ms: 0.0, findings: Vec::new() });
+                stages.push(StageReport {
+                    stage: name.to_owned(),
+                    status: StageStatus::Skipped,
+                    duration_ms: 0.0,
+                    findings: Vec::new(),
+                });
                 continue;
             }
             let limit = self.policy.stage_time_limit(name);
@@ -228,7 +250,11 @@ impl Pipeline {
             if elapsed > limit {
                 findings.push(Finding::error(
                     codes::STAGE_TIME_LIMIT,
-                    format!("the stage took {:.1} ms; its time limit is {} ms", millis(elapsed), limit.as_millis()),
+                    format!(
+                        "the stage took {:.1} ms; its time limit is {} ms",
+                        millis(elapsed),
+                        limit.as_millis()
+                    ),
                 ));
             }
             metrics::histogram!("caxton_deployment_validation_time_seconds", "stage" => name.to_owned())
@@ -240,7 +266,12 @@ impl Pipeline {
                 StageStatus::Passed
             };
             tracing::debug!(target: "caxton::validate", stage = name, ?status, findings = findings.len(), "stage finished");
-            stages.push(StageReport { stage: name.to_owned(), status, duration_ms: millis(elapsed), findings });
+            stages.push(StageReport {
+                stage: name.to_owned(),
+                status,
+                duration_ms: millis(elapsed),
+                findings,
+            });
         }
         let profile = cx.profile;
         ValidationReport {

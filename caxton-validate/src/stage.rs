@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use caxton_core::{AgentId, DeploymentId, ManualClock, Timestamp};
-use caxton_wasm::{AgentEngine, CachePolicy, CompileError, CompiledAgent, InstanceLimits, InstanceSetup};
+use caxton_wasm::{
+    AgentEngine, CachePolicy, CompileError, CompiledAgent, InstanceLimits, InstanceSetup,
+};
 
 use crate::codes;
 use crate::contract::ContractTest;
@@ -90,7 +92,11 @@ impl<'a> StageContext<'a> {
     /// What the `static` stage learned (computed now if it did not run).
     pub fn facts(&mut self) -> &ModuleFacts {
         if self.facts.is_none() {
-            let (_, facts) = static_stage::check(self.module.bytes(), self.policy, self.engine.wasm_features());
+            let (_, facts) = static_stage::check(
+                self.module.bytes(),
+                self.policy,
+                self.engine.wasm_features(),
+            );
             self.facts = Some(facts);
         }
         self.facts.get_or_insert_with(ModuleFacts::default)
@@ -133,7 +139,8 @@ impl<'a> StageContext<'a> {
     /// [`sandbox_setup`](Self::sandbox_setup) with the virtual clock standing at `time`.
     pub fn sandbox_setup_at(&self, time: Timestamp) -> InstanceSetup {
         let sandbox = &self.policy.sandbox;
-        let deadline = Duration::from_millis(sandbox.deadline_ms).min(self.remaining().max(Duration::from_millis(1)));
+        let deadline = Duration::from_millis(sandbox.deadline_ms)
+            .min(self.remaining().max(Duration::from_millis(1)));
         let limits = InstanceLimits::builder()
             .memory_bytes(sandbox.memory_limit_bytes)
             .fuel_per_message(Some(sandbox.fuel_per_message))
@@ -151,7 +158,8 @@ fn validation_agent() -> AgentId {
 }
 
 fn sandbox_deployment(module: &ModuleSource) -> DeploymentId {
-    DeploymentId::new(format!("validate-{}", module.digest().short())).unwrap_or_else(|_| unreachable_id())
+    DeploymentId::new(format!("validate-{}", module.digest().short()))
+        .unwrap_or_else(|_| unreachable_id())
 }
 
 /// Both ids above are built from constant text and hex digits, which are always valid.

@@ -25,7 +25,8 @@ impl Stage for StaticStage {
     }
 
     fn run(&self, cx: &mut StageContext<'_>) -> Vec<Finding> {
-        let (findings, facts) = static_stage::check(cx.module.bytes(), cx.policy, cx.engine.wasm_features());
+        let (findings, facts) =
+            static_stage::check(cx.module.bytes(), cx.policy, cx.engine.wasm_features());
         cx.facts = Some(facts);
         findings
     }
@@ -45,10 +46,22 @@ pub struct Probe {
 pub fn probes() -> Vec<Probe> {
     let filler = "x".repeat(64 * 1024 - 32);
     vec![
-        Probe { name: "empty", message: Vec::new() },
-        Probe { name: "small JSON", message: br#"{"kind":"ping","id":"probe-1"}"#.to_vec() },
-        Probe { name: "64 KiB", message: format!(r#"{{"kind":"probe","data":"{filler}"}}"#).into_bytes() },
-        Probe { name: "invalid UTF-8", message: vec![0xff, 0xfe, b'{', 0xc3, 0x28, b'}', 0x80] },
+        Probe {
+            name: "empty",
+            message: Vec::new(),
+        },
+        Probe {
+            name: "small JSON",
+            message: br#"{"kind":"ping","id":"probe-1"}"#.to_vec(),
+        },
+        Probe {
+            name: "64 KiB",
+            message: format!(r#"{{"kind":"probe","data":"{filler}"}}"#).into_bytes(),
+        },
+        Probe {
+            name: "invalid UTF-8",
+            message: vec![0xff, 0xfe, b'{', 0xc3, 0x28, b'}', 0x80],
+        },
     ]
 }
 
@@ -67,14 +80,20 @@ fn start(compiled: &Arc<CompiledAgent>, cx: &StageContext<'_>) -> Result<AgentIn
     start_at(compiled, cx, SANDBOX_TIME)
 }
 
-fn start_at(compiled: &Arc<CompiledAgent>, cx: &StageContext<'_>, time: Timestamp) -> Result<AgentInstance, Finding> {
-    compiled.instantiate(&cx.sandbox_setup_at(time)).map_err(|err| {
-        let code = match err {
-            AgentError::MemoryLimit { .. } => codes::PROBE_MEMORY_LIMIT,
-            _ => codes::INIT_FAILED,
-        };
-        Finding::error(code, format!("a sandboxed instance did not start: {err}"))
-    })
+fn start_at(
+    compiled: &Arc<CompiledAgent>,
+    cx: &StageContext<'_>,
+    time: Timestamp,
+) -> Result<AgentInstance, Finding> {
+    compiled
+        .instantiate(&cx.sandbox_setup_at(time))
+        .map_err(|err| {
+            let code = match err {
+                AgentError::MemoryLimit { .. } => codes::PROBE_MEMORY_LIMIT,
+                _ => codes::INIT_FAILED,
+            };
+            Finding::error(code, format!("a sandboxed instance did not start: {err}"))
+        })
 }
 
 /// The `sandbox` stage: a fresh instance under tight limits (small memory, fuel, a wall
@@ -117,7 +136,10 @@ impl Stage for SandboxStage {
             match instance.handle(&probe.message) {
                 Ok(reply) => first_replies.push(Some(reply.bytes)),
                 Err(err) => {
-                    findings.push(Finding::error(probe_code(&err), format!("the {} probe failed: {err}", probe.name)));
+                    findings.push(Finding::error(
+                        probe_code(&err),
+                        format!("the {} probe failed: {err}", probe.name),
+                    ));
                     first_replies.push(None);
                 }
             }
@@ -147,7 +169,10 @@ fn determinism(
                 "two fresh instances replied differently to the {} probe (the same messages in the same order; only their virtual clocks differed, by an hour)",
                 probe.name
             );
-            return Some(Finding { severity, ..Finding::error(codes::NONDETERMINISTIC_REPLY, message) });
+            return Some(Finding {
+                severity,
+                ..Finding::error(codes::NONDETERMINISTIC_REPLY, message)
+            });
         }
     }
     None
@@ -184,12 +209,24 @@ impl Stage for ContractsStage {
             [(offset, bytes)] => match Contract::from_section(bytes) {
                 Ok(contract) => Some(contract),
                 Err(why) => {
-                    findings.push(Finding::error(codes::MALFORMED_CONTRACT, format!("the `caxton.contract` section is malformed: {why}")).at(*offset));
+                    findings.push(
+                        Finding::error(
+                            codes::MALFORMED_CONTRACT,
+                            format!("the `caxton.contract` section is malformed: {why}"),
+                        )
+                        .at(*offset),
+                    );
                     None
                 }
             },
             [_, (offset, _), ..] => {
-                findings.push(Finding::error(codes::MALFORMED_CONTRACT, "the module has more than one `caxton.contract` section").at(*offset));
+                findings.push(
+                    Finding::error(
+                        codes::MALFORMED_CONTRACT,
+                        "the module has more than one `caxton.contract` section",
+                    )
+                    .at(*offset),
+                );
                 None
             }
         };
@@ -214,12 +251,33 @@ fn compare_with_previous(
     let (_, facts) = static_stage::check(previous.bytes(), cx.policy, cx.engine.wasm_features());
     let name = previous.name();
     let previous_contract = match facts.contract_sections.as_slice() {
-        [] => return vec![Finding::info(codes::PREVIOUS_UNREADABLE, format!("the previous version {name} declares no contract; compatibility is not checked"))],
+        [] => {
+            return vec![Finding::info(
+                codes::PREVIOUS_UNREADABLE,
+                format!(
+                    "the previous version {name} declares no contract; compatibility is not checked"
+                ),
+            )];
+        }
         [(_, bytes)] => match Contract::from_section(bytes) {
             Ok(c) => c,
-            Err(why) => return vec![Finding::warning(codes::PREVIOUS_UNREADABLE, format!("the contract of the previous version {name} is malformed ({why}); compatibility is not checked"))],
+            Err(why) => {
+                return vec![Finding::warning(
+                    codes::PREVIOUS_UNREADABLE,
+                    format!(
+                        "the contract of the previous version {name} is malformed ({why}); compatibility is not checked"
+                    ),
+                )];
+            }
         },
-        _ => return vec![Finding::warning(codes::PREVIOUS_UNREADABLE, format!("the previous version {name} has several contract sections; compatibility is not checked"))],
+        _ => {
+            return vec![Finding::warning(
+                codes::PREVIOUS_UNREADABLE,
+                format!(
+                    "the previous version {name} has several contract sections; compatibility is not checked"
+                ),
+            )];
+        }
     };
     let accepted_now = contract.map(|c| &c.accepts);
     let dropped: Vec<&str> = previous_contract
@@ -235,52 +293,91 @@ fn compare_with_previous(
         codes::ACCEPTS_NARROWED,
         format!(
             "the previous version {name} accepts {}, which this version does not: sessions carried across versions would break",
-            dropped.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            dropped
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     )]
 }
 
-fn run_vectors(compiled: &Arc<CompiledAgent>, cx: &StageContext<'_>, contract: Option<&Contract>) -> Vec<Finding> {
+fn run_vectors(
+    compiled: &Arc<CompiledAgent>,
+    cx: &StageContext<'_>,
+    contract: Option<&Contract>,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
     for test in cx.tests {
         let name = &test.name;
         if let (Some(contract), Some(kind)) = (contract, test.input_kind())
             && !contract.accepts.contains(kind)
         {
-            findings.push(Finding::error(codes::KIND_NOT_ACCEPTED, format!("test `{name}` sends kind `{kind}`, which the contract does not accept")));
+            findings.push(Finding::error(
+                codes::KIND_NOT_ACCEPTED,
+                format!("test `{name}` sends kind `{kind}`, which the contract does not accept"),
+            ));
         }
         // Each vector gets a fresh instance, as a message without a session would.
-        let reply = start(compiled, cx).map_err(|f| f.message).and_then(|mut instance| {
-            instance.handle(&test.message_bytes()).map(|r| r.bytes).map_err(|e| e.to_string())
-        });
+        let reply = start(compiled, cx)
+            .map_err(|f| f.message)
+            .and_then(|mut instance| {
+                instance
+                    .handle(&test.message_bytes())
+                    .map(|r| r.bytes)
+                    .map_err(|e| e.to_string())
+            });
         let reply = match reply {
             Ok(reply) => reply,
             Err(why) => {
-                findings.push(Finding::error(codes::VECTOR_FAILED, format!("test `{name}` got no reply: {why}")));
+                findings.push(Finding::error(
+                    codes::VECTOR_FAILED,
+                    format!("test `{name}` got no reply: {why}"),
+                ));
                 continue;
             }
         };
         let (kind, object) = match reply_kind(&reply) {
             Ok(parsed) => parsed,
             Err(why) => {
-                findings.push(Finding::error(codes::REPLY_NOT_JSON, format!("test `{name}`: {why}")));
+                findings.push(Finding::error(
+                    codes::REPLY_NOT_JSON,
+                    format!("test `{name}`: {why}"),
+                ));
                 continue;
             }
         };
         if kind != test.expect.kind {
-            findings.push(Finding::error(codes::UNEXPECTED_KIND, format!("test `{name}` expected a reply of kind `{}`, got `{kind}`", test.expect.kind)));
+            findings.push(Finding::error(
+                codes::UNEXPECTED_KIND,
+                format!(
+                    "test `{name}` expected a reply of kind `{}`, got `{kind}`",
+                    test.expect.kind
+                ),
+            ));
         }
         for (field, want) in &test.expect.fields {
             match object.get(field) {
                 Some(got) if got == want => {}
-                Some(got) => findings.push(Finding::error(codes::FIELD_MISMATCH, format!("test `{name}`: field `{field}` is {got}, expected {want}"))),
-                None => findings.push(Finding::error(codes::FIELD_MISMATCH, format!("test `{name}`: the reply has no field `{field}` (expected {want})"))),
+                Some(got) => findings.push(Finding::error(
+                    codes::FIELD_MISMATCH,
+                    format!("test `{name}`: field `{field}` is {got}, expected {want}"),
+                )),
+                None => findings.push(Finding::error(
+                    codes::FIELD_MISMATCH,
+                    format!("test `{name}`: the reply has no field `{field}` (expected {want})"),
+                )),
             }
         }
         if let Some(contract) = contract
             && !contract.emits.contains(&kind)
         {
-            findings.push(Finding::error(codes::KIND_NOT_EMITTED, format!("test `{name}` got a reply of kind `{kind}`, which the contract does not emit")));
+            findings.push(Finding::error(
+                codes::KIND_NOT_EMITTED,
+                format!(
+                    "test `{name}` got a reply of kind `{kind}`, which the contract does not emit"
+                ),
+            ));
         }
     }
     findings
@@ -303,9 +400,15 @@ impl Stage for ResourcesStage {
             Err(findings) => return findings,
         };
         let workload: Vec<(String, Vec<u8>)> = if cx.tests.is_empty() {
-            probes().into_iter().map(|p| (format!("the {} probe", p.name), p.message)).collect()
+            probes()
+                .into_iter()
+                .map(|p| (format!("the {} probe", p.name), p.message))
+                .collect()
         } else {
-            cx.tests.iter().map(|t| (format!("test `{}`", t.name), t.message_bytes())).collect()
+            cx.tests
+                .iter()
+                .map(|t| (format!("test `{}`", t.name), t.message_bytes()))
+                .collect()
         };
         let iterations = cx.policy.resources.iterations.max(1);
         let mut fuel = Vec::new();
@@ -318,7 +421,12 @@ impl Stage for ResourcesStage {
             }
             let mut instance = match start(&compiled, cx) {
                 Ok(instance) => instance,
-                Err(finding) => return vec![Finding { code: codes::WORKLOAD_FAILED.to_owned(), ..finding }],
+                Err(finding) => {
+                    return vec![Finding {
+                        code: codes::WORKLOAD_FAILED.to_owned(),
+                        ..finding
+                    }];
+                }
             };
             instantiate_us.push(instance.instantiate_time().as_secs_f64() * 1e6);
             peak_memory = peak_memory.max(instance.memory_bytes());
@@ -326,7 +434,12 @@ impl Stage for ResourcesStage {
                 if instance.is_failed() {
                     instance = match start(&compiled, cx) {
                         Ok(fresh) => fresh,
-                        Err(finding) => return vec![Finding { code: codes::WORKLOAD_FAILED.to_owned(), ..finding }],
+                        Err(finding) => {
+                            return vec![Finding {
+                                code: codes::WORKLOAD_FAILED.to_owned(),
+                                ..finding
+                            }];
+                        }
                     };
                 }
                 match instance.handle(message) {
@@ -335,7 +448,12 @@ impl Stage for ResourcesStage {
                         handle_us.push(reply.stats.wall_time.as_secs_f64() * 1e6);
                         peak_memory = peak_memory.max(reply.stats.memory_bytes);
                     }
-                    Err(err) => return vec![Finding::error(codes::WORKLOAD_FAILED, format!("{what} failed while profiling: {err}"))],
+                    Err(err) => {
+                        return vec![Finding::error(
+                            codes::WORKLOAD_FAILED,
+                            format!("{what} failed while profiling: {err}"),
+                        )];
+                    }
                 }
             }
         }
@@ -363,22 +481,46 @@ fn budgets(profile: &Profile, cx: &StageContext<'_>) -> Vec<Finding> {
     if let Some(max) = budget.max_fuel_per_message_p99
         && profile.fuel_per_message_p99 > max
     {
-        findings.push(Finding::error(codes::FUEL_OVER_BUDGET, format!("fuel per message p99 is {}; the budget is {max}", profile.fuel_per_message_p99)));
+        findings.push(Finding::error(
+            codes::FUEL_OVER_BUDGET,
+            format!(
+                "fuel per message p99 is {}; the budget is {max}",
+                profile.fuel_per_message_p99
+            ),
+        ));
     }
     if let Some(max) = budget.max_peak_memory_bytes
         && profile.peak_memory_bytes > max
     {
-        findings.push(Finding::error(codes::MEMORY_OVER_BUDGET, format!("peak linear memory is {} bytes; the budget is {max}", profile.peak_memory_bytes)));
+        findings.push(Finding::error(
+            codes::MEMORY_OVER_BUDGET,
+            format!(
+                "peak linear memory is {} bytes; the budget is {max}",
+                profile.peak_memory_bytes
+            ),
+        ));
     }
     if let Some(max) = budget.max_instantiate_us_p50
         && profile.instantiate_us_p50 > max
     {
-        findings.push(Finding::error(codes::INSTANTIATE_OVER_BUDGET, format!("instantiation p50 is {} µs; the budget is {max} µs", profile.instantiate_us_p50)));
+        findings.push(Finding::error(
+            codes::INSTANTIATE_OVER_BUDGET,
+            format!(
+                "instantiation p50 is {} µs; the budget is {max} µs",
+                profile.instantiate_us_p50
+            ),
+        ));
     }
     if let Some(max) = budget.max_handle_us_p99
         && profile.handle_us_p99 > max
     {
-        findings.push(Finding::error(codes::LATENCY_OVER_BUDGET, format!("handle time p99 is {} µs; the budget is {max} µs", profile.handle_us_p99)));
+        findings.push(Finding::error(
+            codes::LATENCY_OVER_BUDGET,
+            format!(
+                "handle time p99 is {} µs; the budget is {max} µs",
+                profile.handle_us_p99
+            ),
+        ));
     }
     findings
 }

@@ -221,14 +221,19 @@ fn validate_in_parallel(bodies: Vec<PendingBody<'_>>) -> Option<wasmparser::Bina
             })
             .collect();
         // Join every worker; the earliest chunk with an error holds the first error.
-        let results: Vec<Option<wasmparser::BinaryReaderError>> =
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect();
+        let results: Vec<Option<wasmparser::BinaryReaderError>> = workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect();
         results.into_iter().flatten().next()
     })
 }
+
+/// Parameter and result types of a function.
+type Signature<'a> = (&'a [ValueType], &'a [ValueType]);
 
 struct ImportEntry {
     offset: usize,
@@ -403,7 +408,7 @@ impl Scan {
 
     fn check_exports(&self, types: Option<&wasmparser::types::Types>, findings: &mut Vec<Finding>) {
         use ValueType::{I32, I64};
-        let required: [(&str, Option<(&[ValueType], &[ValueType])>, bool); 4] = [
+        let required: [(&str, Option<Signature<'_>>, bool); 4] = [
             ("memory", None, true),
             ("caxton_alloc", Some((&[I32], &[I32])), true),
             ("caxton_handle", Some((&[I32, I32], &[I64])), true),
@@ -896,14 +901,17 @@ mod tests {
 
     #[test]
     fn parallel_body_validation_agrees_with_sequential() {
-        let bodies: String = (0..400).map(|i| format!("(func (result i32) i32.const {i})")).collect();
+        let bodies: String = (0..400)
+            .map(|i| format!("(func (result i32) i32.const {i})"))
+            .collect();
         let valid = wat::parse_str(format!("(module {ABI} {bodies})")).unwrap();
         let invalid = wat::parse_str(format!(
             "(module {ABI} {bodies} (func (result i32) i64.const 1) {bodies} (func (result i64) i32.const 1))"
         ))
         .unwrap();
         for bytes in [valid, invalid] {
-            let sequential = check_with(&bytes, &Policy::default(), WasmFeatures::WASM3, usize::MAX);
+            let sequential =
+                check_with(&bytes, &Policy::default(), WasmFeatures::WASM3, usize::MAX);
             let parallel = check_with(&bytes, &Policy::default(), WasmFeatures::WASM3, 0);
             assert_eq!(sequential, parallel);
         }

@@ -41,7 +41,10 @@ fn seed_module() -> Vec<u8> {
 fn check_coherent(bytes: &[u8], report: &ValidationReport) -> Result<(), TestCaseError> {
     prop_assert_eq!(&report.digest, &Digest::of(bytes).to_string());
     prop_assert_eq!(report.stages.len(), 4);
-    let first_failed = report.stages.iter().position(|s| s.status == StageStatus::Failed);
+    let first_failed = report
+        .stages
+        .iter()
+        .position(|s| s.status == StageStatus::Failed);
     for (i, stage) in report.stages.iter().enumerate() {
         match first_failed {
             Some(f) if i > f => prop_assert_eq!(stage.status, StageStatus::Skipped),
@@ -49,10 +52,20 @@ fn check_coherent(bytes: &[u8], report: &ValidationReport) -> Result<(), TestCas
             _ => prop_assert_eq!(stage.status, StageStatus::Passed),
         }
         for finding in &stage.findings {
-            prop_assert!(!finding.code.is_empty() && finding.code.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            prop_assert!(
+                !finding.code.is_empty()
+                    && finding
+                        .code
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '_')
+            );
             prop_assert!(!finding.message.is_empty());
             if let Some(offset) = finding.offset {
-                prop_assert!(offset <= bytes.len() as u64, "offset {} past the end", offset);
+                prop_assert!(
+                    offset <= bytes.len() as u64,
+                    "offset {} past the end",
+                    offset
+                );
             }
         }
     }
@@ -74,7 +87,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 1..=255u8).prop_map(|(at, xor)| Mutation::Flip { at, xor }),
         any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8)).prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
+        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8))
+            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
         (any::<usize>(), 1..16usize).prop_map(|(at, len)| Mutation::Remove { at, len }),
     ]
 }
@@ -108,8 +122,15 @@ fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
 #[test]
 fn the_unmutated_seed_is_accepted() {
     let bytes = seed_module();
-    let report = pipeline().validate(&ValidationInput::new(ModuleSource::from_bytes("seed", bytes.clone())));
-    assert!(report.accepted, "{:#?}", report.findings().collect::<Vec<_>>());
+    let report = pipeline().validate(&ValidationInput::new(ModuleSource::from_bytes(
+        "seed",
+        bytes.clone(),
+    )));
+    assert!(
+        report.accepted,
+        "{:#?}",
+        report.findings().collect::<Vec<_>>()
+    );
     check_coherent(&bytes, &report).unwrap();
 }
 

@@ -49,14 +49,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let driver = host.driver(Arc::new(Print));
 
     println!("Deploying processor v1 (direct):");
-    let direct = RolloutSpec::from_yaml("deployment:\n  strategy: direct\n")?.strategy.build()?;
-    futures::executor::block_on(driver.run(host.new_deployment(&PROCESSOR_V1, "direct"), direct, Commands::none()))?;
+    let direct = RolloutSpec::from_yaml("deployment:\n  strategy: direct\n")?
+        .strategy
+        .build()?;
+    futures::executor::block_on(driver.run(
+        host.new_deployment(&PROCESSOR_V1, "direct"),
+        direct,
+        Commands::none(),
+    ))?;
 
     println!("\nCanary of processor v3 under 300 orders/s:");
-    let traffic = OrderTraffic::start(host.clone(), agent, OrderMix { rate: 300, ..OrderMix::default() });
+    let traffic = OrderTraffic::start(
+        host.clone(),
+        agent,
+        OrderMix {
+            rate: 300,
+            ..OrderMix::default()
+        },
+    );
     std::thread::sleep(Duration::from_millis(500));
     let spec = RolloutSpec::from_yaml(SPEC)?;
-    let report = futures::executor::block_on(driver.run(host.new_deployment(&PROCESSOR_V3, "canary"), spec.strategy.build()?, Commands::none()))?;
+    let report = futures::executor::block_on(driver.run(
+        host.new_deployment(&PROCESSOR_V3, "canary"),
+        spec.strategy.build()?,
+        Commands::none(),
+    ))?;
     let tally = traffic.stop();
     futures::executor::block_on(host.reap());
 

@@ -90,7 +90,8 @@ impl SampleAgent {
     /// The version tuple: the module's digest, the model (these sample agents call no
     /// model, so the layer names the rules engine they are), the prompt and the tools.
     pub fn version(&self) -> VersionTuple {
-        let tools = ToolsLayer::from_json(self.tools).unwrap_or_else(|_| ToolsLayer::from_definitions(&serde_json::Value::Null));
+        let tools = ToolsLayer::from_json(self.tools)
+            .unwrap_or_else(|_| ToolsLayer::from_definitions(&serde_json::Value::Null));
         VersionTuple::new(
             CodeLayer::from_module(self.wasm).with_label(format!("{} {}", self.name, self.release)),
             ModelLayer::new("caxton-samples", "rules", "1"),
@@ -123,10 +124,22 @@ mod tests {
         for (i, a) in all.iter().enumerate() {
             assert!(a.wasm.starts_with(b"\0asm"), "{}", a.label());
             for b in &all[i + 1..] {
-                assert_ne!(a.version().fingerprint(), b.version().fingerprint(), "{} vs {}", a.label(), b.label());
+                assert_ne!(
+                    a.version().fingerprint(),
+                    b.version().fingerprint(),
+                    "{} vs {}",
+                    a.label(),
+                    b.label()
+                );
             }
         }
-        assert_eq!(PROCESSOR_V1.version().diff(&PROCESSOR_V2.version()).changed(), &[caxton_core::Layer::Code]);
+        assert_eq!(
+            PROCESSOR_V1
+                .version()
+                .diff(&PROCESSOR_V2.version())
+                .changed(),
+            &[caxton_core::Layer::Code]
+        );
     }
 
     #[test]

@@ -18,11 +18,17 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use caxton_core::{AgentId, DeploymentId, DeploymentStore, SessionAffinity, SessionId, SystemClock};
+use caxton_core::{
+    AgentId, DeploymentId, DeploymentStore, SessionAffinity, SessionId, SystemClock,
+};
 use caxton_strategies::builtin::{Canary, Direct, Rainbow, Shadow};
-use caxton_strategies::config::{CanaryConfig, CanaryStep, CanarySteps, DirectConfig, Gates, Preflight, RainbowConfig};
+use caxton_strategies::config::{
+    CanaryConfig, CanaryStep, CanarySteps, DirectConfig, Gates, Preflight, RainbowConfig,
+};
 use caxton_strategies::shadow::ShadowSettings;
-use caxton_strategies::{Commands, Condition, EventSink, Outcome, ReasonKind, RolloutEvent, RolloutReport, Strategy};
+use caxton_strategies::{
+    Commands, Condition, EventSink, Outcome, ReasonKind, RolloutEvent, RolloutReport, Strategy,
+};
 use caxton_validate::{StageStatus, ValidationReport};
 use serde::Serialize;
 
@@ -69,7 +75,10 @@ pub struct OrderMixSetting {
 
 impl Default for OrderMixSetting {
     fn default() -> Self {
-        OrderMixSetting { rate: 400, coupon_share: 0.15 }
+        OrderMixSetting {
+            rate: 400,
+            coupon_share: 0.15,
+        }
     }
 }
 
@@ -246,7 +255,10 @@ impl CollectedEvents {
 
 impl DemoSink for CollectedEvents {
     fn emit(&self, event: &DemoEvent) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(event.clone());
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event.clone());
     }
 }
 
@@ -325,12 +337,19 @@ struct Reporter {
 impl Reporter {
     fn step(&self, kind: StepKind) {
         let act = self.act.load(std::sync::atomic::Ordering::Relaxed);
-        self.sink.emit(&DemoEvent::Step(DemoStep { at_s: round3(self.started.elapsed().as_secs_f64()), act, kind }));
+        self.sink.emit(&DemoEvent::Step(DemoStep {
+            at_s: round3(self.started.elapsed().as_secs_f64()),
+            act,
+            kind,
+        }));
     }
 
     fn act(&self, act: u8, title: &str) {
         self.act.store(act, std::sync::atomic::Ordering::Relaxed);
-        self.step(StepKind::ActStarted { act, title: title.to_owned() });
+        self.step(StepKind::ActStarted {
+            act,
+            title: title.to_owned(),
+        });
     }
 }
 
@@ -342,7 +361,10 @@ struct RolloutForwarder {
 
 impl EventSink for RolloutForwarder {
     fn emit(&self, event: &RolloutEvent) {
-        self.sink.emit(&DemoEvent::Rollout { act: self.act, event: event.clone() });
+        self.sink.emit(&DemoEvent::Rollout {
+            act: self.act,
+            event: event.clone(),
+        });
     }
 }
 
@@ -359,7 +381,11 @@ impl Demo {
     /// Runs the four acts, reporting to `sink`. Errors only when the demo cannot run at
     /// all; a demo that ran but not as designed says so in [`DemoOutcome::problems`].
     pub fn run(&self, sink: Arc<dyn DemoSink>) -> Result<DemoOutcome, DemoError> {
-        let reporter = Reporter { sink: sink.clone(), started: Instant::now(), act: Default::default() };
+        let reporter = Reporter {
+            sink: sink.clone(),
+            started: Instant::now(),
+            act: Default::default(),
+        };
         let host = Arc::new(Host::new(Arc::new(SystemClock))?);
         let mut problems = Vec::new();
 
@@ -368,7 +394,10 @@ impl Demo {
         let first = self.deploy_first(&host, &PROCESSOR_V1, &sink, 1)?;
         report_validation(&host, &reporter, &first.deployment);
         if first.outcome != Outcome::Promoted {
-            problems.push(format!("processor v1 was not promoted: {}", first.outcome.as_str()));
+            problems.push(format!(
+                "processor v1 was not promoted: {}",
+                first.outcome.as_str()
+            ));
         }
 
         // Act 2.
@@ -377,12 +406,18 @@ impl Demo {
         problems.extend(canary.problems.iter().cloned());
 
         // Act 3.
-        reporter.act(3, "Rainbow deploy of chat v2: sessions stay on the version that started them");
+        reporter.act(
+            3,
+            "Rainbow deploy of chat v2: sessions stay on the version that started them",
+        );
         let rainbow = self.rainbow(&host, &reporter, &sink)?;
         problems.extend(rainbow.problems.iter().cloned());
 
         // Act 4.
-        reporter.act(4, "Shadow run of processor v3: mirrored, compared, never served");
+        reporter.act(
+            4,
+            "Shadow run of processor v3: mirrored, compared, never served",
+        );
         let shadow = self.shadow(&host, &reporter, &sink)?;
         problems.extend(shadow.problems.iter().cloned());
 
@@ -407,7 +442,10 @@ impl Demo {
                 detail: format!(
                     "{}; cut-over {}; {} orders, 0 lost",
                     canary.reason.clone().unwrap_or_default(),
-                    canary.cut_over_us.map(|us| format!("{us:.1} µs")).unwrap_or_else(|| "n/a".into()),
+                    canary
+                        .cut_over_us
+                        .map(|us| format!("{us:.1} µs"))
+                        .unwrap_or_else(|| "n/a".into()),
                     canary.orders.sent
                 ),
             },
@@ -418,7 +456,12 @@ impl Demo {
                     "{} sessions, {} switched mid-session; {}",
                     rainbow.checked,
                     rainbow.switched,
-                    rainbow.sessions.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+                    rainbow
+                        .sessions
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             },
             SummaryRow {
@@ -433,7 +476,11 @@ impl Demo {
         reporter.act.store(0, std::sync::atomic::Ordering::Relaxed);
         reporter.step(StepKind::Summary { rows });
         reporter.step(StepKind::Finished {
-            outcome: if problems.is_empty() { "completed".into() } else { "failed".into() },
+            outcome: if problems.is_empty() {
+                "completed".into()
+            } else {
+                "failed".into()
+            },
             problems: problems.clone(),
         });
         Ok(DemoOutcome {
@@ -461,7 +508,10 @@ impl Demo {
     fn gates(&self, rollback_on: &[&str], min_requests: u64) -> Result<Gates, DemoError> {
         let rollback_on = rollback_on
             .iter()
-            .map(|c| c.parse::<Condition>().map_err(|e| DemoError::Setup(format!("condition {c:?}: {e}"))))
+            .map(|c| {
+                c.parse::<Condition>()
+                    .map_err(|e| DemoError::Setup(format!("condition {c:?}: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Gates {
             rollback_on,
@@ -475,7 +525,10 @@ impl Demo {
     }
 
     fn preflight(&self) -> Preflight {
-        Preflight { validate: Duration::from_secs(60), warm_up: Duration::from_secs(60) }
+        Preflight {
+            validate: Duration::from_secs(60),
+            warm_up: Duration::from_secs(60),
+        }
     }
 
     fn run_rollout(
@@ -488,34 +541,60 @@ impl Demo {
     ) -> Result<RolloutReport, DemoError> {
         let name = strategy.name().to_owned();
         let new = host.new_deployment(sample, &name);
-        let forwarder: Arc<dyn EventSink> = Arc::new(RolloutForwarder { sink: sink.clone(), act });
+        let forwarder: Arc<dyn EventSink> = Arc::new(RolloutForwarder {
+            sink: sink.clone(),
+            act,
+        });
         let driver = host.driver(forwarder);
         let report = futures::executor::block_on(driver.run(new, strategy, Commands::none()))
-            .map_err(|e| DemoError::Rollout { act: act_name(act), message: e.to_string() })?;
+            .map_err(|e| DemoError::Rollout {
+                act: act_name(act),
+                message: e.to_string(),
+            })?;
         futures::executor::block_on(host.reap());
         Ok(report)
     }
 
-    fn deploy_first(&self, host: &Arc<Host>, sample: &SampleAgent, sink: &Arc<dyn DemoSink>, act: u8) -> Result<RolloutReport, DemoError> {
-        let direct = Direct::new(DirectConfig { preflight: self.preflight(), drain_timeout: self.pace(Duration::from_secs(4)) });
+    fn deploy_first(
+        &self,
+        host: &Arc<Host>,
+        sample: &SampleAgent,
+        sink: &Arc<dyn DemoSink>,
+        act: u8,
+    ) -> Result<RolloutReport, DemoError> {
+        let direct = Direct::new(DirectConfig {
+            preflight: self.preflight(),
+            drain_timeout: self.pace(Duration::from_secs(4)),
+        });
         self.run_rollout(host, sample, Box::new(direct), sink, act)
     }
 
-    fn canary(&self, host: &Arc<Host>, reporter: &Reporter, sink: &Arc<dyn DemoSink>) -> Result<CanaryResult, DemoError> {
+    fn canary(
+        &self,
+        host: &Arc<Host>,
+        reporter: &Reporter,
+        sink: &Arc<dyn DemoSink>,
+    ) -> Result<CanaryResult, DemoError> {
         let agent = agent_id(&PROCESSOR_V1);
         let mix = self.order_mix(11);
-        reporter.step(StepKind::TrafficStarted { agent: agent.clone(), rate: mix.rate, coupon_share: mix.coupon_share });
+        reporter.step(StepKind::TrafficStarted {
+            agent: agent.clone(),
+            rate: mix.rate,
+            coupon_share: mix.coupon_share,
+        });
         let traffic = OrderTraffic::start(host.clone(), agent.clone(), mix);
         // Let production's baseline build up before the candidate arrives.
         std::thread::sleep(self.pace(Duration::from_secs(1)));
         let hold = self.pace(Duration::from_secs(4));
         let step = |percent: f64| -> Result<CanaryStep, DemoError> {
-            let weight = caxton_core::Weight::from_percent(percent).map_err(|e| DemoError::Setup(e.to_string()))?;
+            let weight = caxton_core::Weight::from_percent(percent)
+                .map_err(|e| DemoError::Setup(e.to_string()))?;
             Ok(CanaryStep { weight, hold })
         };
         let config = CanaryConfig {
             preflight: self.preflight(),
-            steps: CanarySteps::new(vec![step(5.0)?, step(25.0)?, step(50.0)?]).map_err(|e| DemoError::Setup(e.to_string()))?,
+            steps: CanarySteps::new(vec![step(5.0)?, step(25.0)?, step(50.0)?])
+                .map_err(|e| DemoError::Setup(e.to_string()))?,
             gates: self.gates(&["error_rate > 1%", "p99_latency > 100ms"], 20)?,
             cleanup: Duration::ZERO,
         };
@@ -527,10 +606,18 @@ impl Demo {
         let tally_handle = traffic.tally().clone();
         let tally = traffic.stop();
         let lost = tally.lost();
-        reporter.step(StepKind::TrafficStopped { agent: agent.clone(), tally: tally.clone(), lost });
+        reporter.step(StepKind::TrafficStopped {
+            agent: agent.clone(),
+            tally: tally.clone(),
+            lost,
+        });
 
         let mut problems = Vec::new();
-        let cut_over = host.timed_changes().into_iter().filter(|c| c.agent == agent).last();
+        let cut_over = host
+            .timed_changes()
+            .into_iter()
+            .filter(|c| c.agent == agent)
+            .last();
         let routed_after = match (&cut_over, tally_handle.last_routed_to(&v2)) {
             (Some(change), Some(last)) if last > change.at => 1,
             _ => 0,
@@ -544,7 +631,10 @@ impl Demo {
         }
         let reason_kind = report.outcome.reason().map(|r| r.kind.as_str().to_owned());
         if report.outcome.as_str() != "rolled_back" {
-            problems.push(format!("the canary of processor v2 ended {} instead of rolled_back", report.outcome.as_str()));
+            problems.push(format!(
+                "the canary of processor v2 ended {} instead of rolled_back",
+                report.outcome.as_str()
+            ));
         } else if !report
             .outcome
             .reason()
@@ -559,7 +649,9 @@ impl Demo {
             problems.push("orders were routed to processor v2 after the cut-over".to_owned());
         }
         if lost > 0 {
-            problems.push(format!("{lost} orders got neither a reply nor a counted failure"));
+            problems.push(format!(
+                "{lost} orders got neither a reply nor a counted failure"
+            ));
         }
         Ok(CanaryResult {
             outcome: report.outcome.as_str().to_owned(),
@@ -573,10 +665,20 @@ impl Demo {
     }
 
     fn order_mix(&self, seed: u64) -> OrderMix {
-        OrderMix { rate: self.config.orders.rate, coupon_share: self.config.orders.coupon_share, seed, ..OrderMix::default() }
+        OrderMix {
+            rate: self.config.orders.rate,
+            coupon_share: self.config.orders.coupon_share,
+            seed,
+            ..OrderMix::default()
+        }
     }
 
-    fn rainbow(&self, host: &Arc<Host>, reporter: &Reporter, sink: &Arc<dyn DemoSink>) -> Result<RainbowResult, DemoError> {
+    fn rainbow(
+        &self,
+        host: &Arc<Host>,
+        reporter: &Reporter,
+        sink: &Arc<dyn DemoSink>,
+    ) -> Result<RainbowResult, DemoError> {
         let agent = agent_id(&CHAT_V1);
         let first = self.deploy_first(host, &CHAT_V1, sink, 3)?;
         report_validation(host, reporter, &first.deployment);
@@ -587,56 +689,90 @@ impl Demo {
             .set_session_affinity(&agent, Some(SessionAffinity { idle_timeout: idle }))
             .map_err(|e| DemoError::Setup(e.to_string()))?;
         let mut book = SessionBook::default();
-        let early: Vec<SessionId> = (1..=4).map(|n| session(&format!("early-{n}"))).collect::<Result<_, _>>()?;
+        let early: Vec<SessionId> = (1..=4)
+            .map(|n| session(&format!("early-{n}")))
+            .collect::<Result<_, _>>()?;
         for s in &early {
             book.say(host, &agent, s, "Hello! I'd like to plan a trip.");
             book.say(host, &agent, s, "Somewhere warm in March.");
         }
-        reporter.step(StepKind::Rainbow { phase: "v1 serving".into(), sessions: book.live_by_version() });
+        reporter.step(StepKind::Rainbow {
+            phase: "v1 serving".into(),
+            sessions: book.live_by_version(),
+        });
 
         let config = RainbowConfig {
             preflight: self.preflight(),
             max_live_versions: 2,
             session_idle_timeout: idle,
             forced_drain_after: self.pace(Duration::from_secs(30)),
-            gates: Gates { judge: None, ..self.gates(&["error_rate > 5%"], 5)? },
+            gates: Gates {
+                judge: None,
+                ..self.gates(&["error_rate > 5%"], 5)?
+            },
         };
         let rainbow = Rainbow::new(config).map_err(|e| DemoError::Setup(e.to_string()))?;
         let new = host.new_deployment(&CHAT_V2, "rainbow");
-        let v2 = new.id.clone().ok_or_else(|| DemoError::Setup("the host named no deployment id".into()))?;
-        let forwarder: Arc<dyn EventSink> = Arc::new(RolloutForwarder { sink: sink.clone(), act: 3 });
+        let v2 = new
+            .id
+            .clone()
+            .ok_or_else(|| DemoError::Setup("the host named no deployment id".into()))?;
+        let forwarder: Arc<dyn EventSink> = Arc::new(RolloutForwarder {
+            sink: sink.clone(),
+            act: 3,
+        });
         let driver = host.driver(forwarder);
         let report = std::thread::scope(|scope| -> Result<RolloutReport, DemoError> {
-            let rollout = scope.spawn(|| futures::executor::block_on(driver.run(new, Box::new(rainbow), Commands::none())));
+            let rollout = scope.spawn(|| {
+                futures::executor::block_on(driver.run(new, Box::new(rainbow), Commands::none()))
+            });
             // Wait for the switch: new sessions go to v2 from then on.
             let deadline = Instant::now() + Duration::from_secs(60);
-            while host.router().agent_route(&agent).ok().and_then(|r| r.production().cloned()).as_ref() != Some(&v2) {
+            while host
+                .router()
+                .agent_route(&agent)
+                .ok()
+                .and_then(|r| r.production().cloned())
+                .as_ref()
+                != Some(&v2)
+            {
                 if rollout.is_finished() || Instant::now() > deadline {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let late: Vec<SessionId> = (1..=4).map(|n| session(&format!("late-{n}"))).collect::<Result<_, _>>()?;
+            let late: Vec<SessionId> = (1..=4)
+                .map(|n| session(&format!("late-{n}")))
+                .collect::<Result<_, _>>()?;
             for s in &late {
                 book.say(host, &agent, s, "Hi there, what can you do?");
             }
             for s in &early {
                 book.say(host, &agent, s, "Any tips for packing light?");
             }
-            reporter.step(StepKind::Rainbow { phase: "both serving".into(), sessions: book.live_by_version() });
+            reporter.step(StepKind::Rainbow {
+                phase: "both serving".into(),
+                sessions: book.live_by_version(),
+            });
             std::thread::sleep(self.pace(Duration::from_secs(2)));
             for s in &early {
                 book.say(host, &agent, s, "Thanks, that's all.");
                 book.end(host, &agent, s);
             }
-            reporter.step(StepKind::Rainbow { phase: "v1 draining".into(), sessions: book.live_by_version() });
+            reporter.step(StepKind::Rainbow {
+                phase: "v1 draining".into(),
+                sessions: book.live_by_version(),
+            });
             for s in &late {
                 book.say(host, &agent, s, "Tell me something nice.");
             }
             let report = rollout
                 .join()
                 .map_err(|_| DemoError::Setup("the rainbow rollout thread panicked".into()))?
-                .map_err(|e| DemoError::Rollout { act: "rainbow", message: e.to_string() })?;
+                .map_err(|e| DemoError::Rollout {
+                    act: "rainbow",
+                    message: e.to_string(),
+                })?;
             for s in &late {
                 book.say(host, &agent, s, "Bye!");
                 book.end(host, &agent, s);
@@ -644,20 +780,33 @@ impl Demo {
             Ok(report)
         })?;
         futures::executor::block_on(host.reap());
-        reporter.step(StepKind::Rainbow { phase: "v1 retired".into(), sessions: book.live_by_version() });
+        reporter.step(StepKind::Rainbow {
+            phase: "v1 retired".into(),
+            sessions: book.live_by_version(),
+        });
         let (checked, switched, replies) = book.check();
-        reporter.step(StepKind::SessionsChecked { sessions: checked, switched, replies });
+        reporter.step(StepKind::SessionsChecked {
+            sessions: checked,
+            switched,
+            replies,
+        });
         let mut problems = Vec::new();
         if report.outcome != Outcome::Promoted {
-            problems.push(format!("the rainbow deploy of chat v2 ended {}", report.outcome.as_str()));
+            problems.push(format!(
+                "the rainbow deploy of chat v2 ended {}",
+                report.outcome.as_str()
+            ));
         }
         if switched > 0 {
-            problems.push(format!("{switched} chat sessions switched version mid-session"));
+            problems.push(format!(
+                "{switched} chat sessions switched version mid-session"
+            ));
         }
         if book.failures > 0 {
             problems.push(format!("{} chat messages failed", book.failures));
         }
-        let v1_store = futures::executor::block_on(host.store().get(&agent, &first.deployment)).ok();
+        let v1_store =
+            futures::executor::block_on(host.store().get(&agent, &first.deployment)).ok();
         if v1_store.is_some_and(|d| d.state != caxton_core::LifecycleState::Retired) {
             problems.push("chat v1 was not retired after its sessions ended".to_owned());
         }
@@ -670,27 +819,48 @@ impl Demo {
         })
     }
 
-    fn shadow(&self, host: &Arc<Host>, reporter: &Reporter, sink: &Arc<dyn DemoSink>) -> Result<ShadowResult, DemoError> {
+    fn shadow(
+        &self,
+        host: &Arc<Host>,
+        reporter: &Reporter,
+        sink: &Arc<dyn DemoSink>,
+    ) -> Result<ShadowResult, DemoError> {
         let agent = agent_id(&PROCESSOR_V1);
         let mix = self.order_mix(23);
-        reporter.step(StepKind::TrafficStarted { agent: agent.clone(), rate: mix.rate, coupon_share: mix.coupon_share });
+        reporter.step(StepKind::TrafficStarted {
+            agent: agent.clone(),
+            rate: mix.rate,
+            coupon_share: mix.coupon_share,
+        });
         let traffic = OrderTraffic::start(host.clone(), agent.clone(), mix);
         let settings = ShadowSettings {
             preflight: self.preflight(),
             duration: self.pace(Duration::from_secs(5)),
-            gates: Gates { judge: None, ..self.gates(&["error_rate > 1%"], 50)? },
+            gates: Gates {
+                judge: None,
+                ..self.gates(&["error_rate > 1%"], 50)?
+            },
             ..ShadowSettings::default()
         };
         let strategy = Shadow::new(settings).map_err(|e| DemoError::Setup(e.to_string()))?;
         let report = self.run_rollout(host, &PROCESSOR_V3, Box::new(strategy), sink, 4)?;
         let tally = traffic.stop();
-        reporter.step(StepKind::TrafficStopped { agent: agent.clone(), tally: tally.clone(), lost: tally.lost() });
+        reporter.step(StepKind::TrafficStopped {
+            agent: agent.clone(),
+            tally: tally.clone(),
+            lost: tally.lost(),
+        });
         let v1 = DeploymentId::new("processor-v1").map_err(|e| DemoError::Setup(e.to_string()))?;
         let v3 = DeploymentId::new("processor-v3").map_err(|e| DemoError::Setup(e.to_string()))?;
         let shadow = host.shadow_tally();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        let (mirrored, exact, equivalent, failed, discarded) =
-            (load(&shadow.mirrored), load(&shadow.exact), load(&shadow.equivalent), load(&shadow.failed), load(&shadow.discarded));
+        let (mirrored, exact, equivalent, failed, discarded) = (
+            load(&shadow.mirrored),
+            load(&shadow.exact),
+            load(&shadow.equivalent),
+            load(&shadow.failed),
+            load(&shadow.discarded),
+        );
         let start = caxton_core::Timestamp::EPOCH;
         let end = caxton_core::Timestamp::from_millis(u64::MAX);
         let production = host.metrics().window_now(&v1, start, end);
@@ -715,13 +885,19 @@ impl Demo {
             problems.push("no message was mirrored to the shadow".to_owned());
         }
         if equivalent != mirrored || failed > 0 {
-            problems.push(format!("{} of {mirrored} shadow replies differed from production", mirrored - equivalent.min(mirrored)));
+            problems.push(format!(
+                "{} of {mirrored} shadow replies differed from production",
+                mirrored - equivalent.min(mirrored)
+            ));
         }
         if discarded != mirrored {
             problems.push("some shadow replies were not discarded".to_owned());
         }
         if tally.lost() > 0 {
-            problems.push(format!("{} orders were lost during the shadow run", tally.lost()));
+            problems.push(format!(
+                "{} orders were lost during the shadow run",
+                tally.lost()
+            ));
         }
         Ok(ShadowResult {
             outcome: report.outcome.as_str().to_owned(),
@@ -775,7 +951,11 @@ fn validated(deployment: &DeploymentId, report: &ValidationReport) -> StepKind {
         stages: report
             .stages
             .iter()
-            .map(|s| StageTiming { stage: s.stage.clone(), passed: s.status == StageStatus::Passed, duration_ms: s.duration_ms })
+            .map(|s| StageTiming {
+                stage: s.stage.clone(),
+                passed: s.status == StageStatus::Passed,
+                duration_ms: s.duration_ms,
+            })
             .collect(),
         duration_ms: report.duration_ms,
     }
@@ -839,8 +1019,12 @@ impl SessionBook {
                     .ok()
                     .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(str::to_owned))
                     .unwrap_or_else(|| "?".to_owned());
-                self.live.insert(session.to_string(), delivery.deployment.to_string());
-                self.replies.entry(session.to_string()).or_default().push(version);
+                self.live
+                    .insert(session.to_string(), delivery.deployment.to_string());
+                self.replies
+                    .entry(session.to_string())
+                    .or_default()
+                    .push(version);
             }
             Err(_) => self.failures += 1,
         }
@@ -866,9 +1050,12 @@ impl SessionBook {
 
     /// Sessions, sessions that switched version, replies.
     fn check(&self) -> (u64, u64, u64) {
-        let switched = self.replies.values().filter(|v| v.iter().any(|x| x != &v[0])).count() as u64;
+        let switched = self
+            .replies
+            .values()
+            .filter(|v| v.iter().any(|x| x != &v[0]))
+            .count() as u64;
         let replies = self.replies.values().map(|v| v.len() as u64).sum();
         (self.replies.len() as u64, switched, replies)
     }
 }
-

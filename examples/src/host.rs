@@ -10,14 +10,19 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use caxton_core::{
-    AgentError, AgentId, AgentRuntime, Clock, Deployment, DeploymentId, DeploymentStore, DrainReport,
-    DrainStatus, InMemoryMetrics, LifecycleState, LoadSpec, MemoryStore, NewDeployment, Observation,
-    SessionAffinity, SessionId, ShadowConfig, Split, TrafficControl, TrafficError,
+    AgentError, AgentId, AgentRuntime, Clock, Deployment, DeploymentId, DeploymentStore,
+    DrainReport, DrainStatus, InMemoryMetrics, LifecycleState, LoadSpec, MemoryStore,
+    NewDeployment, Observation, SessionAffinity, SessionId, ShadowConfig, Split, TrafficControl,
+    TrafficError,
 };
 use caxton_router::{RouteError, Router};
 use caxton_strategies::shadow::{Equivalence, OUTPUT_MATCH_METRIC, outputs_equivalent};
-use caxton_strategies::{CandidateChecks, EventSink, RolloutDriver, ValidationVerdict, WarmUpReport};
-use caxton_validate::{ContractTest, ModuleSource, Pipeline, Policy, ValidationInput, ValidationReport};
+use caxton_strategies::{
+    CandidateChecks, EventSink, RolloutDriver, ValidationVerdict, WarmUpReport,
+};
+use caxton_validate::{
+    ContractTest, ModuleSource, Pipeline, Policy, ValidationInput, ValidationReport,
+};
 use caxton_wasm::{AgentEngine, EngineConfig, PoolingConfig, WasmRuntime};
 use dashmap::DashMap;
 
@@ -135,9 +140,14 @@ impl Host {
     /// registry and metrics, and the default validation pipeline.
     pub fn new(clock: Arc<dyn Clock>) -> Result<Self, HostError> {
         let engine = AgentEngine::new(
-            EngineConfig::default().pooling(PoolingConfig::default().max_instances(256)).fuel_metering(true),
+            EngineConfig::default()
+                .pooling(PoolingConfig::default().max_instances(256))
+                .fuel_metering(true),
         )?;
-        let runtime = WasmRuntime::builder(engine).clock(clock.clone()).max_pooled_instances(8).build();
+        let runtime = WasmRuntime::builder(engine)
+            .clock(clock.clone())
+            .max_pooled_instances(8)
+            .build();
         Ok(Host {
             store: Arc::new(MemoryStore::with_clock(clock.clone())),
             router: Arc::new(Router::builder().clock(clock.clone()).build()),
@@ -190,7 +200,10 @@ impl Host {
 
     /// The traffic changes the router published for rollouts, in order, with their timing.
     pub fn timed_changes(&self) -> Vec<TimedChange> {
-        self.changes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A new deployment of `sample` with the id `<name>-<release>`, staged so the host
@@ -211,10 +224,14 @@ impl Host {
     pub fn driver(self: &Arc<Self>, events: Arc<dyn EventSink>) -> RolloutDriver {
         RolloutDriver::builder(
             self.store.clone(),
-            Arc::new(TimedTraffic { host: Arc::clone(self) }),
+            Arc::new(TimedTraffic {
+                host: Arc::clone(self),
+            }),
             Arc::new(self.metrics.clone()),
             self.clock.clone(),
-            Arc::new(HostChecks { host: Arc::clone(self) }),
+            Arc::new(HostChecks {
+                host: Arc::clone(self),
+            }),
         )
         .events(events)
         .build()
@@ -224,17 +241,28 @@ impl Host {
     /// agent has a production, that production as the previous version.
     pub async fn validate(&self, candidate: &Deployment) -> ValidationReport {
         let Some(staged) = self.staged.get(&candidate.id).map(|s| s.sample) else {
-            let report = self.pipeline.validate(&ValidationInput::new(ModuleSource::from_bytes(candidate.id.as_str(), Vec::new())));
+            let report = self
+                .pipeline
+                .validate(&ValidationInput::new(ModuleSource::from_bytes(
+                    candidate.id.as_str(),
+                    Vec::new(),
+                )));
             return report;
         };
-        let mut input = ValidationInput::new(ModuleSource::from_bytes(staged.label(), staged.wasm.to_vec()));
+        let mut input = ValidationInput::new(ModuleSource::from_bytes(
+            staged.label(),
+            staged.wasm.to_vec(),
+        ));
         if staged.name == "processor" {
             input = input.contract_tests(host_contract_suite());
         }
         if let Ok(Some(production)) = self.store.production(&candidate.agent).await
             && let Some(previous) = self.staged.get(&production.id).map(|s| s.sample)
         {
-            input = input.previous(ModuleSource::from_bytes(previous.label(), previous.wasm.to_vec()));
+            input = input.previous(ModuleSource::from_bytes(
+                previous.label(),
+                previous.wasm.to_vec(),
+            ));
         }
         let report = self.pipeline.validate(&input);
         self.reports.insert(candidate.id.clone(), report.clone());
@@ -249,7 +277,12 @@ impl Host {
                 message: "the host has no module staged for this deployment".to_owned(),
             });
         };
-        let mut spec = LoadSpec::new(candidate.agent.clone(), candidate.id.clone(), candidate.version.clone(), staged.module());
+        let mut spec = LoadSpec::new(
+            candidate.agent.clone(),
+            candidate.id.clone(),
+            candidate.version.clone(),
+            staged.module(),
+        );
         spec.config = staged.config();
         self.runtime.load(spec)?;
         self.runtime.warm_up(&candidate.id)
@@ -258,14 +291,24 @@ impl Host {
     /// Sends one message of `agent`, in `session` when given, and returns the primary
     /// deployment's reply. A mirrored copy runs after the primary; its reply is compared
     /// with the primary's, recorded on the shadow's metrics and thrown away.
-    pub fn send(&self, agent: &AgentId, session: Option<&SessionId>, message: &[u8]) -> Result<Delivery, SendError> {
+    pub fn send(
+        &self,
+        agent: &AgentId,
+        session: Option<&SessionId>,
+        message: &[u8],
+    ) -> Result<Delivery, SendError> {
         let routed_at = Instant::now();
         let decision = self.router.route(agent, session)?;
         let deployment = decision.deployment().clone();
-        let stateful = self.staged.get(&deployment).is_some_and(|s| s.sample.stateful);
+        let stateful = self
+            .staged
+            .get(&deployment)
+            .is_some_and(|s| s.sample.stateful);
         let runtime_session = if stateful { session } else { None };
         let started = Instant::now();
-        let result = self.runtime.handle_with_stats(&deployment, runtime_session, message);
+        let result = self
+            .runtime
+            .handle_with_stats(&deployment, runtime_session, message);
         let latency = started.elapsed();
         let now = self.clock.now();
         let mut observation = Observation::ok(now, latency);
@@ -287,7 +330,8 @@ impl Host {
             .with_metric(MEMORY_METRIC, reply.stats.memory_bytes as f64);
         self.metrics.record(&deployment, observation);
         if stateful && let Some(session) = session {
-            self.sessions.insert((agent.clone(), session.clone()), deployment.clone());
+            self.sessions
+                .insert((agent.clone(), session.clone()), deployment.clone());
         }
         let mirrored_to = decision.shadow().cloned();
         if let Some(shadow) = &mirrored_to {
@@ -295,10 +339,24 @@ impl Host {
         }
         let pinned = decision.is_pinned();
         drop(decision);
-        Ok(Delivery { deployment, reply: reply.bytes, app_error, latency, pinned, mirrored_to, routed_at })
+        Ok(Delivery {
+            deployment,
+            reply: reply.bytes,
+            app_error,
+            latency,
+            pinned,
+            mirrored_to,
+            routed_at,
+        })
     }
 
-    fn mirror(&self, shadow: &DeploymentId, message: &[u8], primary: &[u8], session: Option<&SessionId>) {
+    fn mirror(
+        &self,
+        shadow: &DeploymentId,
+        message: &[u8],
+        primary: &[u8],
+        session: Option<&SessionId>,
+    ) {
         self.shadow.mirrored.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = self.runtime.handle_with_stats(shadow, None, message);
@@ -310,8 +368,12 @@ impl Host {
             Ok(reply) => {
                 let exact = outputs_equivalent(primary, &reply.bytes, Equivalence::Exact);
                 let equivalent = outputs_equivalent(primary, &reply.bytes, Equivalence::Json);
-                self.shadow.exact.fetch_add(u64::from(exact), Ordering::Relaxed);
-                self.shadow.equivalent.fetch_add(u64::from(equivalent), Ordering::Relaxed);
+                self.shadow
+                    .exact
+                    .fetch_add(u64::from(exact), Ordering::Relaxed);
+                self.shadow
+                    .equivalent
+                    .fetch_add(u64::from(equivalent), Ordering::Relaxed);
                 observation.error = is_error_reply(&reply.bytes);
                 observation = observation
                     .with_metric(OUTPUT_MATCH_METRIC, if equivalent { 1.0 } else { 0.0 })
@@ -343,10 +405,16 @@ impl Host {
     pub async fn reap(&self) -> Vec<DeploymentId> {
         let mut reaped = Vec::new();
         for deployment in self.runtime.loaded() {
-            let Some(staged) = self.staged.get(&deployment).map(|s| s.sample) else { continue };
-            let Ok(record) = self.store.get(&agent_id(&staged), &deployment).await else { continue };
-            if matches!(record.state, LifecycleState::RolledBack | LifecycleState::Retired | LifecycleState::Failed)
-                && self.runtime.unload(&deployment).is_ok()
+            let Some(staged) = self.staged.get(&deployment).map(|s| s.sample) else {
+                continue;
+            };
+            let Ok(record) = self.store.get(&agent_id(&staged), &deployment).await else {
+                continue;
+            };
+            if matches!(
+                record.state,
+                LifecycleState::RolledBack | LifecycleState::Retired | LifecycleState::Failed
+            ) && self.runtime.unload(&deployment).is_ok()
             {
                 reaped.push(deployment);
             }
@@ -355,12 +423,15 @@ impl Host {
     }
 
     fn record_change(&self, operation: &'static str, agent: &AgentId, took: Duration) {
-        self.changes.lock().unwrap_or_else(|p| p.into_inner()).push(TimedChange {
-            operation,
-            agent: agent.clone(),
-            took,
-            at: Instant::now(),
-        });
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(TimedChange {
+                operation,
+                agent: agent.clone(),
+                took,
+                at: Instant::now(),
+            });
     }
 }
 
@@ -379,7 +450,8 @@ pub fn host_contract_suite() -> Vec<ContractTest> {
 
 /// The agent id of a sample agent.
 pub fn agent_id(sample: &SampleAgent) -> AgentId {
-    AgentId::new(sample.name).unwrap_or_else(|_| AgentId::new("agent").unwrap_or_else(|_| unreachable!()))
+    AgentId::new(sample.name)
+        .unwrap_or_else(|_| AgentId::new("agent").unwrap_or_else(|_| unreachable!()))
 }
 
 /// Whether a reply is a JSON object of kind `error`.
@@ -404,10 +476,24 @@ impl CandidateChecks for HostChecks {
         let stages: Vec<String> = report
             .stages
             .iter()
-            .map(|s| format!("{} {}", s.stage, if s.status == caxton_validate::StageStatus::Passed { "✓" } else { "✗" }))
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s.stage,
+                    if s.status == caxton_validate::StageStatus::Passed {
+                        "✓"
+                    } else {
+                        "✗"
+                    }
+                )
+            })
             .collect();
         let mut verdict = if report.accepted {
-            ValidationVerdict::passed(format!("{} ({:.0} ms)", stages.join(", "), report.duration_ms))
+            ValidationVerdict::passed(format!(
+                "{} ({:.0} ms)",
+                stages.join(", "),
+                report.duration_ms
+            ))
         } else {
             let first = report
                 .findings()
@@ -418,9 +504,18 @@ impl CandidateChecks for HostChecks {
         };
         if let Some(profile) = report.profile {
             verdict.profile = BTreeMap::from([
-                ("fuel_per_message_p50".to_owned(), profile.fuel_per_message_p50 as f64),
-                ("fuel_per_message_p99".to_owned(), profile.fuel_per_message_p99 as f64),
-                ("peak_memory_bytes".to_owned(), profile.peak_memory_bytes as f64),
+                (
+                    "fuel_per_message_p50".to_owned(),
+                    profile.fuel_per_message_p50 as f64,
+                ),
+                (
+                    "fuel_per_message_p99".to_owned(),
+                    profile.fuel_per_message_p99 as f64,
+                ),
+                (
+                    "peak_memory_bytes".to_owned(),
+                    profile.peak_memory_bytes as f64,
+                ),
                 ("handle_us_p99".to_owned(), profile.handle_us_p99),
             ]);
         }
@@ -430,7 +525,10 @@ impl CandidateChecks for HostChecks {
     async fn warm_up(&self, candidate: &Deployment) -> WarmUpReport {
         let started = Instant::now();
         match self.host.load(candidate) {
-            Ok(()) => WarmUpReport::ready(format!("compiled, instantiated and initialised in {:.0} ms", started.elapsed().as_secs_f64() * 1e3)),
+            Ok(()) => WarmUpReport::ready(format!(
+                "compiled, instantiated and initialised in {:.0} ms",
+                started.elapsed().as_secs_f64() * 1e3
+            )),
             Err(error) => WarmUpReport::not_ready(error.to_string()),
         }
     }
@@ -442,7 +540,12 @@ struct TimedTraffic {
 }
 
 impl TimedTraffic {
-    fn timed<T>(&self, operation: &'static str, agent: &AgentId, change: impl FnOnce(&Router) -> T) -> T {
+    fn timed<T>(
+        &self,
+        operation: &'static str,
+        agent: &AgentId,
+        change: impl FnOnce(&Router) -> T,
+    ) -> T {
         let started = Instant::now();
         let result = change(&self.host.router);
         self.host.record_change(operation, agent, started.elapsed());
@@ -452,36 +555,64 @@ impl TimedTraffic {
 
 #[async_trait]
 impl TrafficControl for TimedTraffic {
-    async fn register(&self, agent: &AgentId, deployment: &DeploymentId) -> Result<(), TrafficError> {
+    async fn register(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+    ) -> Result<(), TrafficError> {
         TrafficControl::register(&*self.host.router, agent, deployment).await
     }
 
-    async fn promote(&self, agent: &AgentId, deployment: &DeploymentId) -> Result<(), TrafficError> {
-        self.timed("promote", agent, |r| r.promote(agent, deployment)).map_err(Into::into)
+    async fn promote(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+    ) -> Result<(), TrafficError> {
+        self.timed("promote", agent, |r| r.promote(agent, deployment))
+            .map_err(Into::into)
     }
 
     async fn set_split(&self, agent: &AgentId, split: &Split) -> Result<(), TrafficError> {
-        self.timed("set_split", agent, |r| r.set_split(agent, split)).map_err(Into::into)
+        self.timed("set_split", agent, |r| r.set_split(agent, split))
+            .map_err(Into::into)
     }
 
-    async fn set_shadow(&self, agent: &AgentId, shadow: Option<&ShadowConfig>) -> Result<(), TrafficError> {
+    async fn set_shadow(
+        &self,
+        agent: &AgentId,
+        shadow: Option<&ShadowConfig>,
+    ) -> Result<(), TrafficError> {
         TrafficControl::set_shadow(&*self.host.router, agent, shadow).await
     }
 
-    async fn set_session_affinity(&self, agent: &AgentId, affinity: Option<SessionAffinity>) -> Result<(), TrafficError> {
+    async fn set_session_affinity(
+        &self,
+        agent: &AgentId,
+        affinity: Option<SessionAffinity>,
+    ) -> Result<(), TrafficError> {
         TrafficControl::set_session_affinity(&*self.host.router, agent, affinity).await
     }
 
-    async fn pin_session(&self, agent: &AgentId, session: &SessionId, deployment: &DeploymentId) -> Result<(), TrafficError> {
+    async fn pin_session(
+        &self,
+        agent: &AgentId,
+        session: &SessionId,
+        deployment: &DeploymentId,
+    ) -> Result<(), TrafficError> {
         TrafficControl::pin_session(&*self.host.router, agent, session, deployment).await
     }
 
-    async fn release_session(&self, agent: &AgentId, session: &SessionId) -> Result<bool, TrafficError> {
+    async fn release_session(
+        &self,
+        agent: &AgentId,
+        session: &SessionId,
+    ) -> Result<bool, TrafficError> {
         TrafficControl::release_session(&*self.host.router, agent, session).await
     }
 
     async fn rollback(&self, agent: &AgentId) -> Result<(), TrafficError> {
-        self.timed("rollback", agent, |r| r.rollback(agent)).map_err(Into::into)
+        self.timed("rollback", agent, |r| r.rollback(agent))
+            .map_err(Into::into)
     }
 
     async fn start_drain(&self, deployment: &DeploymentId) -> Result<(), TrafficError> {

@@ -66,7 +66,8 @@ pub struct DeploymentCounts {
 impl TallySnapshot {
     /// Messages that got neither a reply nor a counted failure: always zero.
     pub fn lost(&self) -> u64 {
-        self.sent.saturating_sub(self.replied + self.agent_failures + self.route_failures)
+        self.sent
+            .saturating_sub(self.replied + self.agent_failures + self.route_failures)
     }
 }
 
@@ -76,10 +77,16 @@ impl Tally {
         match outcome {
             Ok(delivery) => {
                 self.replied.fetch_add(1, Ordering::Relaxed);
-                self.app_errors.fetch_add(u64::from(delivery.app_error), Ordering::Relaxed);
-                let entry = self.per_deployment.entry(delivery.deployment.clone()).or_default();
+                self.app_errors
+                    .fetch_add(u64::from(delivery.app_error), Ordering::Relaxed);
+                let entry = self
+                    .per_deployment
+                    .entry(delivery.deployment.clone())
+                    .or_default();
                 entry.replies.fetch_add(1, Ordering::Relaxed);
-                entry.app_errors.fetch_add(u64::from(delivery.app_error), Ordering::Relaxed);
+                entry
+                    .app_errors
+                    .fetch_add(u64::from(delivery.app_error), Ordering::Relaxed);
                 let mut last = entry.last_routed.lock().unwrap_or_else(|p| p.into_inner());
                 *last = Some(last.map_or(delivery.routed_at, |l| l.max(delivery.routed_at)));
             }
@@ -89,7 +96,11 @@ impl Tally {
             Err(SendError::Agent(error)) => {
                 self.agent_failures.fetch_add(1, Ordering::Relaxed);
                 if let Some(deployment) = failed_deployment(error) {
-                    self.per_deployment.entry(deployment).or_default().failures.fetch_add(1, Ordering::Relaxed);
+                    self.per_deployment
+                        .entry(deployment)
+                        .or_default()
+                        .failures
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -102,7 +113,9 @@ impl Tally {
 
     /// When a message was last routed to `deployment`.
     pub fn last_routed_to(&self, deployment: &DeploymentId) -> Option<Instant> {
-        self.per_deployment.get(deployment).and_then(|d| *d.last_routed.lock().unwrap_or_else(|p| p.into_inner()))
+        self.per_deployment
+            .get(deployment)
+            .and_then(|d| *d.last_routed.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The counts so far.
@@ -166,7 +179,13 @@ pub struct OrderMix {
 
 impl Default for OrderMix {
     fn default() -> Self {
-        OrderMix { rate: 400, coupon_share: 0.15, customers: 500, threads: 2, seed: 7 }
+        OrderMix {
+            rate: 400,
+            coupon_share: 0.15,
+            customers: 500,
+            threads: 2,
+            seed: 7,
+        }
     }
 }
 
@@ -190,7 +209,8 @@ pub fn order(rng: &mut impl Rng, number: u64, coupon_share: f64) -> Vec<u8> {
             })
         })
         .collect();
-    let mut order = serde_json::json!({"kind": "order", "id": format!("o-{number}"), "items": items});
+    let mut order =
+        serde_json::json!({"kind": "order", "id": format!("o-{number}"), "items": items});
     if rng.random_bool(coupon_share.clamp(0.0, 1.0)) {
         let coupon = ["SAVE10", "SAVE25", "FLAT500"][rng.random_range(0..3)];
         order["coupon"] = serde_json::Value::from(coupon);
@@ -207,14 +227,17 @@ impl OrderTraffic {
         let period = Duration::from_secs_f64(threads as f64 / f64::from(mix.rate.max(1)));
         let handles = (0..threads)
             .map(|t| {
-                let (host, agent, stop, tally) = (host.clone(), agent.clone(), stop.clone(), tally.clone());
+                let (host, agent, stop, tally) =
+                    (host.clone(), agent.clone(), stop.clone(), tally.clone());
                 std::thread::spawn(move || {
                     let mut rng = StdRng::seed_from_u64(mix.seed.wrapping_add(t as u64));
                     let mut next = Instant::now();
                     let mut number = t as u64;
                     while !stop.load(Ordering::Relaxed) {
                         let customer = rng.random_range(0..mix.customers.max(1));
-                        let Ok(session) = SessionId::new(format!("customer-{customer}")) else { continue };
+                        let Ok(session) = SessionId::new(format!("customer-{customer}")) else {
+                            continue;
+                        };
                         let message = order(&mut rng, number, mix.coupon_share);
                         number += threads as u64;
                         tally.sending();
@@ -230,7 +253,11 @@ impl OrderTraffic {
                 })
             })
             .collect();
-        OrderTraffic { stop, threads: handles, tally }
+        OrderTraffic {
+            stop,
+            threads: handles,
+            tally,
+        }
     }
 
     /// The counts so far.

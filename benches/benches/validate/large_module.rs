@@ -3,8 +3,8 @@
 //! calls, so validation does the work a real compiled agent makes it do.
 
 use wasm_encoder::{
-    BlockType, CodeSection, ExportKind, ExportSection, Function, FunctionSection,
-    MemArg, MemorySection, MemoryType, Module, TypeSection, ValType,
+    BlockType, CodeSection, ExportKind, ExportSection, Function, FunctionSection, MemArg,
+    MemorySection, MemoryType, Module, TypeSection, ValType,
 };
 
 /// A valid agent module of at least `min_bytes` bytes.

@@ -9,16 +9,15 @@ use caxton_wasm::{AgentEngine, EngineConfig, WasmRuntime};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The runtime: one engine shared by every agent, and the agent loaded and warmed up.
     let runtime = WasmRuntime::new(AgentEngine::new(EngineConfig::default())?);
-    let (agent, v1) = (
-        AgentId::new("processor")?,
-        DeploymentId::new("processor-v1")?,
-    );
-    runtime.load(LoadSpec::new(
+    let agent = AgentId::new("processor")?;
+    let v1 = DeploymentId::new("processor-v1")?;
+    let spec = LoadSpec::new(
         agent.clone(),
         v1.clone(),
         PROCESSOR_V1.version(),
         PROCESSOR_V1.module(),
-    ))?;
+    );
+    runtime.load(spec)?;
     runtime.warm_up(&v1)?;
 
     // The router: the deployment is registered and promoted to production.
@@ -31,10 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let session = SessionId::new("customer-42")?;
     let decision = router.route(&agent, Some(&session))?;
     let reply = runtime.handle(decision.deployment(), None, order)?;
-    println!(
-        "{} answered: {}",
-        decision.deployment(),
-        String::from_utf8_lossy(&reply)
-    );
+    let text = String::from_utf8_lossy(&reply);
+    println!("{} answered: {text}", decision.deployment());
     Ok(())
 }

@@ -783,19 +783,19 @@ impl Router {
                 agent: agent.clone(),
             });
         };
-        let current = Arc::clone(&writer.current);
-        let rolled_back: Vec<u32> = current
-            .spec()
-            .named()
-            .filter(|deployment| !previous.routes_to(deployment))
-            .filter_map(|deployment| writer.index_of(deployment))
-            .collect();
+        let replaced = Arc::clone(&writer.current);
         cell.publish(&mut writer, previous);
-        if !rolled_back.is_empty() {
-            cell.drop_pins(self.now().as_millis(), current.idle_timeout_ms(), |pin| {
-                rolled_back.contains(&pin.entry)
-            });
+        // Pins on a deployment the restored route no longer names were made by the route
+        // rolled back; they go with it. Checked pin by pin, so a rollback of an agent
+        // without pins allocates nothing beyond its new route.
+        if cell.pins.is_empty() {
+            return Ok(());
         }
+        let restored = writer.current.spec();
+        cell.drop_pins(self.now().as_millis(), replaced.idle_timeout_ms(), |pin| {
+            let deployment = self.entry(pin.entry).id();
+            replaced.spec().routes_to(deployment) && !restored.routes_to(deployment)
+        });
         Ok(())
     }
 

@@ -412,7 +412,15 @@ impl Judge {
                     alpha
                 ),
             )
-        } else if plain.p_value >= alpha || !plain.first_is_larger() {
+        } else if plain.p_value < alpha && !plain.first_is_larger() {
+            (
+                Verdict::Pass,
+                format!(
+                    "candidate is significantly better than baseline, p = {:.4}",
+                    plain.p_value
+                ),
+            )
+        } else if plain.p_value >= alpha {
             (
                 Verdict::Pass,
                 format!("no significant regression, p = {:.4}", plain.p_value),

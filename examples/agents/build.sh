@@ -2,21 +2,34 @@
 # Builds every sample agent in release for wasm32-unknown-unknown and copies the modules to
 # wasm/ (or to the folder given as the first argument).
 #
-# The output is reproducible: paths of the checkout, the cargo home and the target folder
+# The output is reproducible: the sources are built from a copy at a fixed path (cargo
+# hashes the absolute path of a path dependency outside the workspace, here the SDK, into
+# every symbol, which changes code layout), paths of the cargo home and the target folder
 # are remapped to fixed names, symbols are stripped and the lock file is enforced, so the
 # same toolchain (wasm/rustc-version.txt) gives the same bytes from any checkout location
 # and any CARGO_TARGET_DIR. examples/tests/agents_reproducible.rs checks that.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-checkout="$(cd "$here/../.." && pwd)"
+repository="$(cd "$here/../.." && pwd)"
 out="${1:-$here/wasm}"
 target_triple=wasm32-unknown-unknown
+checkout=/tmp/caxton-agents-build
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
 mkdir -p "$CARGO_TARGET_DIR" "$out"
 target_dir="$(cd "$CARGO_TARGET_DIR" && pwd)"
 out="$(cd "$out" && pwd)"
+
+# One build at a time uses the fixed copy: the repository's sources (the SDK inherits
+# from the root workspace), without history or build output.
+exec 9>"$checkout.lock"
+flock 9
+rm -rf "$checkout"
+mkdir -p "$checkout"
+tar -C "$repository" --exclude=./.git --exclude=./target --exclude=./fuzz/target \
+  --exclude=./examples/agents/target --exclude=./examples/agents/wasm -cf - . |
+  tar -C "$checkout" -xf -
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 
 if ! rustup target list --installed 2>/dev/null | grep -qx "$target_triple"; then
@@ -28,7 +41,7 @@ fi
 export RUSTFLAGS="--remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$checkout=/caxton --remap-path-prefix=$target_dir=/target"
 unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
 
-cd "$here"
+cd "$checkout/examples/agents"
 build() {
   local package="$1" features="$2" name="$3"
   cargo build --quiet --locked --release --target "$target_triple" -p "$package" \

@@ -17,19 +17,18 @@
 //! canary, 4,096 sessions in a scrambled order.
 
 #[path = "../benches/route/baselines.rs"]
-#[allow(dead_code, reason = "the DashMap baseline is not counted here")]
+#[allow(dead_code, reason = "the DashMap baseline is built but not counted here")]
 mod baselines;
+#[path = "../benches/route/fixture.rs"]
+#[allow(
+    dead_code,
+    reason = "the rollback and contended parts of the fixture are not counted here"
+)]
+mod fixture;
 
 use std::hint::black_box;
 
-use caxton_core::{AgentId, DeploymentId, SessionId, Split, Weight};
-use caxton_router::Router;
-
-use baselines::{Deployment, Route, RwLockRouter};
-
-const AGENTS: usize = 64;
-const SESSIONS: usize = 4_096;
-const PAIRS: usize = 8_192;
+use fixture::{AGENTS, Fixture, baselines};
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -52,42 +51,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let routes: usize = args.next().as_deref().unwrap_or("1000000").parse()?;
 
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state as usize
-    };
-    let agents: Vec<AgentId> = (0..AGENTS)
-        .map(|n| AgentId::new(format!("agent-{n:05}")))
-        .collect::<Result<_, _>>()?;
-    let sessions: Vec<SessionId> = (0..SESSIONS)
-        .map(|n| SessionId::new(format!("session-{n:06}")))
-        .collect::<Result<_, _>>()?;
-    let pairs: Vec<(usize, usize)> = (0..PAIRS)
-        .map(|_| (next() % AGENTS, next() % SESSIONS))
-        .collect();
-
-    let router = Router::new();
-    let rwlock = RwLockRouter::default();
-    let canary = Weight::from_bps(500)?;
-    for agent in &agents {
-        let v1 = DeploymentId::new(format!("{agent}-v1"))?;
-        let v2 = DeploymentId::new(format!("{agent}-v2"))?;
-        router.register(agent, &v1)?;
-        router.register(agent, &v2)?;
-        router.promote(agent, &v1)?;
-        router.set_canary(agent, &v2, canary)?;
-        let deployments = [Deployment::new(v1.clone()), Deployment::new(v2.clone())];
-        let split = Split::canary(v1, v2, canary)?;
-        rwlock.set_route(agent.clone(), Route::new(agent, &split, &deployments));
-    }
-
+    let fixture = Fixture::new(AGENTS);
+    let router = fixture.caxton();
+    let (rwlock, _, _) = baselines(&fixture);
     let mut reader = router.reader();
     for i in 0..routes {
-        let (a, s) = pairs[i & (PAIRS - 1)];
-        let (agent, session) = (&agents[a], &sessions[s]);
+        let (agent, session) = fixture.pair(i);
         match kind {
             Kind::None => {
                 black_box((agent, session));

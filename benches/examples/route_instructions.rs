@@ -17,7 +17,10 @@
 //! canary, 4,096 sessions in a scrambled order.
 
 #[path = "../benches/route/baselines.rs"]
-#[allow(dead_code, reason = "the DashMap baseline is built but not counted here")]
+#[allow(
+    dead_code,
+    reason = "the DashMap baseline is built but not counted here"
+)]
 mod baselines;
 #[path = "../benches/route/fixture.rs"]
 #[allow(

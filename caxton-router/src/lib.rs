@@ -97,6 +97,7 @@
 //! entry until the router is dropped (see [`Router`]'s memory notes).
 #![forbid(unsafe_code)]
 
+mod address;
 mod agent;
 mod decision;
 mod entry;

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 use arc_swap::Cache;
 use caxton_core::{AgentId, SessionId};
 
+use crate::address::AddressTable;
 use crate::agent::{AgentCell, CellRoute, FastHash};
 use crate::decision::RouteDecision;
 use crate::entry::{self, Admission, DeploymentEntry};
@@ -66,7 +67,7 @@ pub struct RouterReader<'r> {
     /// `AgentId` looked up this way is kept alive in `aliases`, so no other id can take
     /// its address while it is mapped: equal addresses mean the same id, and the lookup
     /// needs no hashing or comparing of text.
-    by_address: HashMap<usize, u32, FastHash>,
+    by_address: AddressTable,
     aliases: Vec<AgentId>,
     /// The same agents by name, for ids with a new address.
     by_name: HashMap<AgentId, u32, FastHash>,
@@ -161,7 +162,7 @@ impl<'r> RouterReader<'r> {
     pub(crate) fn new(router: &'r Router) -> Self {
         RouterReader {
             router,
-            by_address: HashMap::default(),
+            by_address: AddressTable::new(),
             aliases: Vec::new(),
             by_name: HashMap::default(),
             agents: Vec::new(),
@@ -179,8 +180,8 @@ impl<'r> RouterReader<'r> {
         agent: &AgentId,
         session: Option<&SessionId>,
     ) -> Result<RouteDecision<'r>, RouteError> {
-        let known = match self.by_address.get(&address(agent)) {
-            Some(index) => self.agents.get_mut(*index as usize),
+        let known = match self.by_address.get(address(agent)) {
+            Some(index) => self.agents.get_mut(index as usize),
             None => None,
         };
         let Some(known) = known else {

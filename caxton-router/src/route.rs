@@ -133,8 +133,9 @@ impl Picker {
         }
     }
 
-    /// [`AgentRoute::choose`] for a route whose ranges fit inline.
-    #[inline]
+    /// [`AgentRoute::choose`] for a route whose ranges fit inline. Always inlined: it is
+    /// most of a routed message's work, and a call costs a tenth of it.
+    #[inline(always)]
     pub(crate) fn choose_inline(
         &self,
         session: Option<&SessionId>,

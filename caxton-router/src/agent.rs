@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -31,6 +31,10 @@ pub(crate) struct AgentCell {
     agent: AgentId,
     /// Session pins; read on the hot path only while session affinity is on.
     pub(crate) pins: DashMap<SessionId, Pin, FastHash>,
+    /// Set before the first pin is inserted and never cleared, so that a change to an agent
+    /// that never pinned a session skips the pins altogether: asking a `DashMap` whether it
+    /// is empty locks every shard, a cache miss each on a cold agent.
+    ever_pinned: AtomicBool,
     /// Serializes the agent's writers; readers never take it.
     writer: Mutex<AgentWriter>,
 }
@@ -72,6 +76,7 @@ impl AgentCell {
             route: CachePadded::new(ArcSwap::new(Arc::clone(&empty))),
             agent,
             pins: DashMap::with_hasher(FastHash::default()),
+            ever_pinned: AtomicBool::new(false),
             writer: Mutex::new(AgentWriter {
                 deployments: Vec::new(),
                 history: VecDeque::new(),
@@ -110,9 +115,22 @@ impl AgentCell {
         ));
         writer.current = Arc::clone(&route);
         self.route.store(route);
-        if affinity_off && !self.pins.is_empty() {
+        if affinity_off && self.may_have_pins() && !self.pins.is_empty() {
             self.pins.clear();
         }
+    }
+
+    /// Call before inserting a pin. The store comes first, so whoever sees the pin (through
+    /// the map's lock, or anything that orders after the insert) also sees the mark.
+    pub(crate) fn will_pin(&self) {
+        if !self.ever_pinned.load(Ordering::Relaxed) {
+            self.ever_pinned.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether a pin was ever inserted; `false` means there are none.
+    pub(crate) fn may_have_pins(&self) -> bool {
+        self.ever_pinned.load(Ordering::Acquire)
     }
 
     /// Removes the pins matching `drop_it`; returns how many of them were still live.
@@ -122,7 +140,7 @@ impl AgentCell {
         idle_timeout_ms: Option<u64>,
         mut drop_it: impl FnMut(&Pin) -> bool,
     ) -> u64 {
-        if self.pins.is_empty() {
+        if !self.may_have_pins() || self.pins.is_empty() {
             return 0;
         }
         let mut live = 0;

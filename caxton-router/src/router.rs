@@ -338,6 +338,7 @@ impl Router {
         }
         // Pin only after the deployment admitted the message, so a pin always names a
         // deployment that served its session.
+        cell.will_pin();
         match cell.pins.entry(session.clone()) {
             Entry::Occupied(mut entry) => {
                 let pin = entry.get();
@@ -454,7 +455,7 @@ impl Router {
         let now_ms = self.now().as_millis();
         let table = self.table.load_full();
         let mut removed = 0;
-        for cell in table.values() {
+        for cell in table.values().filter(|cell| cell.may_have_pins()) {
             let idle = cell.route().load().idle_timeout_ms();
             let before = cell.pins.len();
             cell.pins.retain(|_, pin| {
@@ -728,6 +729,7 @@ impl Router {
             });
         }
         let index = self.running(agent, &writer, deployment)?;
+        cell.will_pin();
         cell.pins
             .insert(session.clone(), Pin::new(index, self.now().as_millis()));
         Ok(())
@@ -788,7 +790,7 @@ impl Router {
         // Pins on a deployment the restored route no longer names were made by the route
         // rolled back; they go with it. Checked pin by pin, so a rollback of an agent
         // without pins allocates nothing beyond its new route.
-        if cell.pins.is_empty() {
+        if !cell.may_have_pins() {
             return Ok(());
         }
         let restored = writer.current.spec();

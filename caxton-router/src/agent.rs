@@ -41,8 +41,10 @@ pub(crate) struct AgentCell {
 
 /// The write side of one agent, behind the cell's mutex.
 pub(crate) struct AgentWriter {
-    /// Every registered, not retired deployment of the agent, with its arena index.
-    pub(crate) deployments: Vec<(DeploymentId, u32)>,
+    /// Every registered, not retired deployment of the agent, with its arena index. Shared
+    /// with every route built from it, so publishing a route copies no ids; replaced whole
+    /// on the rare registration or retirement.
+    deployments: Arc<[(DeploymentId, u32)]>,
     /// Earlier routes, oldest first.
     pub(crate) history: VecDeque<RouteSpec>,
     generation: u64,
@@ -62,6 +64,24 @@ impl AgentWriter {
     pub(crate) fn is_registered(&self, index: u32) -> bool {
         self.deployments.iter().any(|(_, i)| *i == index)
     }
+
+    pub(crate) fn add_deployment(&mut self, deployment: &DeploymentId, index: u32) {
+        self.deployments = self
+            .deployments
+            .iter()
+            .cloned()
+            .chain([(deployment.clone(), index)])
+            .collect();
+    }
+
+    pub(crate) fn remove_deployment(&mut self, index: u32) {
+        self.deployments = self
+            .deployments
+            .iter()
+            .filter(|(_, i)| *i != index)
+            .cloned()
+            .collect();
+    }
 }
 
 impl AgentCell {
@@ -70,7 +90,7 @@ impl AgentCell {
             agent.clone(),
             0,
             RouteSpec::default(),
-            &[],
+            Arc::from([]),
         ));
         AgentCell {
             route: CachePadded::new(ArcSwap::new(Arc::clone(&empty))),
@@ -78,7 +98,7 @@ impl AgentCell {
             pins: DashMap::with_hasher(FastHash::default()),
             ever_pinned: AtomicBool::new(false),
             writer: Mutex::new(AgentWriter {
-                deployments: Vec::new(),
+                deployments: Arc::from([]),
                 history: VecDeque::new(),
                 generation: 0,
                 current: empty,
@@ -111,7 +131,7 @@ impl AgentCell {
             self.agent.clone(),
             writer.generation,
             spec,
-            &writer.deployments,
+            Arc::clone(&writer.deployments),
         ));
         writer.current = Arc::clone(&route);
         self.route.store(route);

@@ -1,6 +1,7 @@
 //! The published route of one agent: what the writer asked for, compiled for the hot path.
 
 use std::fmt;
+use std::sync::Arc;
 
 use caxton_core::{AgentId, DeploymentId, SessionAffinity, SessionId, ShadowConfig, Split};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
@@ -197,11 +198,9 @@ pub struct AgentRoute {
     /// `(upper bound, arena index)` of every weighted target, when there are more than
     /// `INLINE`.
     more: Box<[(u16, u32)]>,
-    /// Ids of the deployments new traffic goes to.
-    weighted_ids: Box<[DeploymentId]>,
     /// Every deployment registered for the agent when the route was built, with its arena
-    /// index.
-    registered: Box<[(DeploymentId, u32)]>,
+    /// index; shared by every route built between two registrations.
+    registered: Arc<[(DeploymentId, u32)]>,
     agent: AgentId,
     spec: RouteSpec,
 }
@@ -214,7 +213,7 @@ impl AgentRoute {
         agent: AgentId,
         generation: u64,
         spec: RouteSpec,
-        registered: &[(DeploymentId, u32)],
+        registered: Arc<[(DeploymentId, u32)]>,
     ) -> Self {
         let find = |id: &DeploymentId| {
             registered
@@ -222,8 +221,24 @@ impl AgentRoute {
                 .find(|(registered, _)| registered == id)
                 .map(|(_, index)| *index)
         };
-        // (upper bound, arena index, id) of every deployment that takes new traffic.
-        let mut weighted: Vec<(u16, u32, DeploymentId)> = Vec::new();
+        // (upper bound, arena index) of every deployment that takes new traffic: inline
+        // while they fit, so that publishing a route allocates only the route itself.
+        let mut ranges = [FULL; INLINE];
+        let mut targets = [NO_INDEX; INLINE];
+        let mut more: Vec<(u16, u32)> = Vec::new();
+        let mut weighted = 0usize;
+        let mut push = |upper: u16, index: u32| {
+            if weighted < INLINE {
+                ranges[weighted] = upper;
+                targets[weighted] = index;
+            } else {
+                if weighted == INLINE {
+                    more.extend(ranges.iter().copied().zip(targets));
+                }
+                more.push((upper, index));
+            }
+            weighted += 1;
+        };
         match (&spec.split, &spec.production) {
             (Some(split), _) => {
                 let mut upper = 0u16;
@@ -232,35 +247,27 @@ impl AgentRoute {
                     if entry.weight.bps() > 0
                         && let Some(index) = find(&entry.deployment)
                     {
-                        weighted.push((upper, index, entry.deployment.clone()));
+                        push(upper, index);
                     }
-                }
-                if let Some(last) = weighted.last_mut() {
-                    // Weights sum to 10,000; this only guards the scan's end.
-                    last.0 = FULL;
                 }
             }
             (None, Some(production)) => {
                 if let Some(index) = find(production) {
-                    weighted.push((FULL, index, production.clone()));
+                    push(FULL, index);
                 }
             }
             (None, None) => {}
         }
-        let mut ranges = [FULL; INLINE];
-        let mut targets = [NO_INDEX; INLINE];
-        let more: Box<[(u16, u32)]> = if weighted.len() <= INLINE {
-            for (slot, (upper, index, _)) in weighted.iter().enumerate() {
-                ranges[slot] = *upper;
-                targets[slot] = *index;
+        // Weights sum to 10,000; this only guards the scan's end.
+        if weighted > INLINE {
+            if let Some(last) = more.last_mut() {
+                last.0 = FULL;
             }
-            Box::default()
-        } else {
-            weighted
-                .iter()
-                .map(|(upper, index, _)| (*upper, *index))
-                .collect()
-        };
+            ranges = [FULL; INLINE];
+            targets = [NO_INDEX; INLINE];
+        } else if weighted > 0 {
+            ranges[weighted - 1] = FULL;
+        }
         let (shadow, shadow_rate) = spec
             .shadow
             .as_ref()
@@ -275,16 +282,15 @@ impl AgentRoute {
                 seed: agent_seed(&agent),
                 generation,
                 ranges,
-                weighted: weighted.len() as u32,
+                weighted: weighted as u32,
                 shadow,
                 shadow_rate,
                 affinity: spec.affinity.is_some(),
             },
             targets,
             idle_timeout_ms,
-            more,
-            weighted_ids: weighted.into_iter().map(|(_, _, id)| id).collect(),
-            registered: registered.into(),
+            more: more.into_boxed_slice(),
+            registered,
             agent,
             spec,
         }
@@ -323,7 +329,12 @@ impl AgentRoute {
 
     /// Whether a new message could be sent to `deployment` as primary under this route.
     pub fn sends_to(&self, deployment: &DeploymentId) -> bool {
-        self.weighted_ids.contains(deployment)
+        let named = match (&self.spec.split, &self.spec.production) {
+            (Some(split), _) => split.weight_of(deployment).bps() > 0,
+            (None, Some(production)) => production == deployment,
+            (None, None) => false,
+        };
+        named && self.index_of(deployment).is_some()
     }
 
     pub(crate) fn spec(&self) -> &RouteSpec {
@@ -408,7 +419,7 @@ mod tests {
     }
 
     /// Registered deployments, at arena indices 10, 11, ...
-    fn registered(ids: &[&str]) -> Vec<(DeploymentId, u32)> {
+    fn registered(ids: &[&str]) -> Arc<[(DeploymentId, u32)]> {
         ids.iter()
             .enumerate()
             .map(|(n, id)| (d(id), 10 + n as u32))
@@ -451,7 +462,7 @@ mod tests {
                 split: Some(split),
                 ..RouteSpec::default()
             },
-            &registered(&["a", "b", "z"]),
+            registered(&["a", "b", "z"]),
         );
         let mut points = Sampler::new(1);
         for i in 0..2_000 {
@@ -464,6 +475,40 @@ mod tests {
         assert!(!route.sends_to(&d("z")), "a zero weight gets nothing");
         assert!(route.sends_to(&d("b")));
         assert_eq!(route.index_of(&d("z")), Some(12));
+    }
+
+    #[test]
+    fn sends_to_names_production_alone_and_never_an_unregistered_deployment() {
+        let agent = AgentId::new("a").unwrap();
+        let production_only = AgentRoute::build(
+            agent.clone(),
+            1,
+            RouteSpec {
+                production: Some(d("a")),
+                ..RouteSpec::default()
+            },
+            registered(&["a", "b"]),
+        );
+        assert!(production_only.sends_to(&d("a")));
+        assert!(!production_only.sends_to(&d("b")), "registered, not routed");
+        let split = Split::new([
+            (d("a"), Weight::from_bps(5_000).unwrap()),
+            (d("ghost"), Weight::from_bps(5_000).unwrap()),
+        ])
+        .unwrap();
+        let with_ghost = AgentRoute::build(
+            agent,
+            2,
+            RouteSpec {
+                production: Some(d("a")),
+                split: Some(split),
+                ..RouteSpec::default()
+            },
+            registered(&["a"]),
+        );
+        assert!(with_ghost.sends_to(&d("a")));
+        assert!(!with_ghost.sends_to(&d("ghost")), "unregistered: no traffic");
+        assert_eq!(with_ghost.picker().weighted(), 1);
     }
 
     #[test]
@@ -485,7 +530,7 @@ mod tests {
                 split: Some(split),
                 ..RouteSpec::default()
             },
-            &registered(&names),
+            registered(&names),
         );
         let mut counts = [0usize; 6];
         let mut points = Sampler::new(2);
@@ -507,7 +552,7 @@ mod tests {
     #[test]
     fn no_production_chooses_nothing() {
         let agent = AgentId::new("a").unwrap();
-        let route = AgentRoute::build(agent.clone(), 0, RouteSpec::default(), &registered(&["a"]));
+        let route = AgentRoute::build(agent.clone(), 0, RouteSpec::default(), registered(&["a"]));
         assert_eq!(route.choose(None, &mut Sampler::new(0)), None);
     }
 
@@ -525,7 +570,7 @@ mod tests {
                 }),
                 ..RouteSpec::default()
             },
-            &registered(&["a", "s"]),
+            registered(&["a", "s"]),
         );
         let mut points = Sampler::new(5);
         let without_session = (0..10_000)

@@ -512,7 +512,7 @@ impl Router {
             }
             let index = self.push_entry(agent, deployment)?;
             registry.insert(deployment.clone(), index);
-            writer.deployments.push((deployment.clone(), index));
+            writer.add_deployment(deployment, index);
         }
         let spec = writer.current.spec().clone();
         cell.publish(&mut writer, spec);
@@ -567,7 +567,7 @@ impl Router {
                 for deployment in ids {
                     let index = self.push_entry(agent, deployment)?;
                     registry.insert(deployment.clone(), index);
-                    writer.deployments.push((deployment.clone(), index));
+                    writer.add_deployment(deployment, index);
                 }
             }
             let spec = writer.current.spec().clone();
@@ -965,7 +965,7 @@ impl Router {
         // Retired first, then unpublished: a pin to it is refused from now on.
         let now = self.now();
         self.entry(index).set_phase(DrainPhase::Drained, now);
-        writer.deployments.retain(|(_, i)| *i != index);
+        writer.remove_deployment(index);
         cell.publish(&mut writer, route.spec().clone());
         cell.drop_pins(now.as_millis(), route.idle_timeout_ms(), |pin| {
             pin.entry == index

@@ -507,7 +507,10 @@ mod tests {
             registered(&["a"]),
         );
         assert!(with_ghost.sends_to(&d("a")));
-        assert!(!with_ghost.sends_to(&d("ghost")), "unregistered: no traffic");
+        assert!(
+            !with_ghost.sends_to(&d("ghost")),
+            "unregistered: no traffic"
+        );
         assert_eq!(with_ghost.picker().weighted(), 1);
     }
 

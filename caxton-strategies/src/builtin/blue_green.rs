@@ -105,18 +105,11 @@ impl Strategy for BlueGreen {
 
     fn step(&mut self, input: StepInput<'_>) -> Vec<Directive> {
         let mut out = Vec::new();
-        if self.core.finished {
+        let draining = matches!(self.phase, Phase::Draining(_));
+        let serving = !matches!(self.phase, Phase::Preflight);
+        let Some(effects) = self.core.begin_step(&input, draining, serving, &mut out) else {
             return out;
-        }
-        let effects = self.core.commands(&input, &mut out);
-        if let Phase::Draining(_) = self.phase {
-            self.core.ignore_commands_while_draining(&effects, &mut out);
-        } else if let Some(reason) = effects.abort {
-            let serving = !matches!(self.phase, Phase::Preflight);
-            let reason = Reason::new(ReasonKind::Operator, format!("aborted: {reason}"));
-            self.core.abort(reason, serving, &mut out);
-            return out;
-        }
+        };
         let gates = self.config.gates.clone();
         match self.phase.clone() {
             Phase::Preflight => {

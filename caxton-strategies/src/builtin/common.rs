@@ -385,9 +385,34 @@ impl Core {
         }
     }
 
+    /// The start of every built-in strategy's step: nothing once finished; pause and
+    /// resume applied; during the final drain, pause and abort are refused with a warning;
+    /// otherwise an abort ends the rollout, rolling back when the candidate is `serving`.
+    /// Returns the commands' other effects when the step goes on.
+    pub(crate) fn begin_step(
+        &mut self,
+        input: &StepInput<'_>,
+        draining: bool,
+        serving: bool,
+        out: &mut Vec<Directive>,
+    ) -> Option<CommandEffects> {
+        if self.finished {
+            return None;
+        }
+        let effects = self.commands(input, out);
+        if draining {
+            self.ignore_commands_while_draining(&effects, out);
+        } else if let Some(reason) = &effects.abort {
+            let reason = Reason::new(ReasonKind::Operator, format!("aborted: {reason}"));
+            self.abort(reason, serving, out);
+            return None;
+        }
+        Some(effects)
+    }
+
     /// Commands during the final drain: the candidate is promoted, so there is nothing
     /// left to pause or abort.
-    pub(crate) fn ignore_commands_while_draining(
+    fn ignore_commands_while_draining(
         &mut self,
         effects: &CommandEffects,
         out: &mut Vec<Directive>,

@@ -3,7 +3,7 @@
 use super::common::{Core, FinalDrain, PreflightStep};
 use crate::config::DirectConfig;
 use crate::event::EventKind;
-use crate::strategy::{Directive, Outcome, Reason, ReasonKind, StepInput, Strategy};
+use crate::strategy::{Directive, Outcome, StepInput, Strategy};
 
 #[derive(Debug, Clone)]
 enum Phase {
@@ -61,16 +61,13 @@ impl Strategy for Direct {
 
     fn step(&mut self, input: StepInput<'_>) -> Vec<Directive> {
         let mut out = Vec::new();
-        if self.core.finished {
-            return out;
-        }
-        let effects = self.core.commands(&input, &mut out);
-        if let Phase::Draining(_) = self.phase {
-            self.core.ignore_commands_while_draining(&effects, &mut out);
-        } else if let Some(reason) = effects.abort {
-            let serving = matches!(self.phase, Phase::Ready);
-            let reason = Reason::new(ReasonKind::Operator, format!("aborted: {reason}"));
-            self.core.abort(reason, serving, &mut out);
+        let draining = matches!(self.phase, Phase::Draining(_));
+        let serving = matches!(self.phase, Phase::Ready);
+        if self
+            .core
+            .begin_step(&input, draining, serving, &mut out)
+            .is_none()
+        {
             return out;
         }
         // A direct rollout has no gates of its own; pauses still time out.

@@ -5,7 +5,7 @@ use caxton_core::{DeploymentId, SessionAffinity, Timestamp};
 use super::common::{Core, PreflightStep};
 use crate::config::{ConfigError, RainbowConfig};
 use crate::event::EventKind;
-use crate::strategy::{Directive, Outcome, Reason, ReasonKind, StepInput, Strategy};
+use crate::strategy::{Directive, Outcome, StepInput, Strategy};
 
 #[derive(Debug, Clone)]
 enum Phase {
@@ -112,16 +112,11 @@ impl Strategy for Rainbow {
 
     fn step(&mut self, input: StepInput<'_>) -> Vec<Directive> {
         let mut out = Vec::new();
-        if self.core.finished {
+        let draining = false;
+        let serving = !matches!(self.phase, Phase::Preflight);
+        let Some(effects) = self.core.begin_step(&input, draining, serving, &mut out) else {
             return out;
-        }
-        let effects = self.core.commands(&input, &mut out);
-        if let Some(reason) = effects.abort {
-            let serving = !matches!(self.phase, Phase::Preflight);
-            let reason = Reason::new(ReasonKind::Operator, format!("aborted: {reason}"));
-            self.core.abort(reason, serving, &mut out);
-            return out;
-        }
+        };
         let gates = self.config.gates.clone();
         match self.phase.clone() {
             Phase::Preflight => match self

@@ -2,7 +2,7 @@
 
 use caxton_core::Timestamp;
 
-use super::common::{Core, FinalDrain, PreflightStep};
+use super::common::{Cleanup, Core, FinalDrain, PreflightStep};
 use crate::condition::CheckStatus;
 use crate::config::{BlueGreenConfig, ConfigError};
 use crate::event::EventKind;
@@ -143,44 +143,19 @@ impl Strategy for BlueGreen {
                     ));
                 }
             }
-            Phase::Cleanup { mut until } => {
-                self.core.observe(&input);
-                if let Some(reason) = self.core.breach(&gates, "blue_green.cleanup", &mut out) {
-                    self.core.roll_back(reason, &mut out);
-                    return out;
-                }
-                if let Some(paused) = effects.resumed_after {
-                    until = until + paused;
-                    self.phase = Phase::Cleanup { until };
-                }
-                let go = effects.promote_fully
-                    || effects.promote_step
-                    || (self.core.pause.is_none() && input.now >= until);
-                match input.context.baseline.clone() {
-                    Some(baseline) if go => {
-                        let deadline = input.now + gates.drain_timeout;
-                        self.phase =
-                            Phase::Draining(FinalDrain::start(vec![baseline], deadline, &mut out));
-                        out.push(Directive::WaitUntil(input.now));
-                    }
-                    None => {
-                        self.core.finished = true;
-                        out.push(Directive::Finish(Outcome::Promoted));
-                    }
-                    Some(_) => {
-                        if let Some(reason) = self.core.pause_expired(input.now, &gates) {
-                            self.core.abort(reason, true, &mut out);
-                        } else if self.core.pause.is_some() {
-                            out.push(Directive::WaitUntil(
-                                self.core.pause_wake(input.now, &gates),
-                            ));
-                        } else {
-                            out.push(Directive::WaitUntil(
-                                until.min(input.now + gates.check_interval),
-                            ));
-                        }
-                    }
-                }
+            Phase::Cleanup { until } => {
+                self.phase = match self.core.cleanup_step(
+                    until,
+                    "blue_green.cleanup",
+                    &gates,
+                    &effects,
+                    &input,
+                    &mut out,
+                ) {
+                    Cleanup::Holding { until } => Phase::Cleanup { until },
+                    Cleanup::Draining(drain) => Phase::Draining(drain),
+                    Cleanup::Ended => Phase::Done,
+                };
             }
             Phase::Draining(drain) => {
                 self.phase = match self.core.drain_step(drain, &input, &mut out) {

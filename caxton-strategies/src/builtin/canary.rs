@@ -1,12 +1,12 @@
 //! The canary strategy.
 
-use caxton_core::{DeploymentId, Split, Timestamp, Weight};
+use caxton_core::{Split, Timestamp, Weight};
 
-use super::common::{Core, FinalDrain, PreflightStep, stage_label};
+use super::common::{Cleanup, Core, FinalDrain, PreflightStep, stage_label};
 use crate::config::{CanaryConfig, ConfigError};
 use crate::event::EventKind;
 use crate::judge::Verdict;
-use crate::strategy::{Directive, Outcome, Reason, ReasonKind, StepInput, Strategy};
+use crate::strategy::{Directive, Reason, ReasonKind, StepInput, Strategy};
 
 #[derive(Debug, Clone)]
 enum Phase {
@@ -92,14 +92,15 @@ impl Canary {
     fn promote(&mut self, input: &StepInput<'_>, out: &mut Vec<Directive>) {
         out.push(Directive::Promote);
         self.core.reset_windows(input.now, false);
-        let Some(baseline) = input.context.baseline.clone() else {
-            self.core.finished = true;
-            self.phase = Phase::Done;
-            out.push(Directive::Finish(Outcome::Promoted));
-            return;
-        };
-        if self.config.cleanup.is_zero() {
-            self.start_drain(baseline, input, out);
+        if input.context.baseline.is_none() || self.config.cleanup.is_zero() {
+            self.phase =
+                match self
+                    .core
+                    .finish_promotion(input, self.config.gates.drain_timeout, out)
+                {
+                    Some(drain) => Phase::Draining(drain),
+                    None => Phase::Done,
+                };
         } else {
             out.push(Directive::Emit(EventKind::StageStarted {
                 stage: "canary.cleanup".to_owned(),
@@ -112,19 +113,6 @@ impl Canary {
                 until.min(input.now + self.config.gates.check_interval),
             ));
         }
-    }
-
-    fn start_drain(
-        &mut self,
-        baseline: DeploymentId,
-        input: &StepInput<'_>,
-        out: &mut Vec<Directive>,
-    ) {
-        let deadline = input.now + self.config.gates.drain_timeout;
-        let drain = FinalDrain::start(vec![baseline], deadline, out);
-        self.phase = Phase::Draining(drain);
-        // Look again at once: a deployment with nothing in flight is drained already.
-        out.push(Directive::WaitUntil(input.now));
     }
 
     /// At the end of a hold: decide whether to go on, hold longer, pause or roll back.
@@ -297,39 +285,19 @@ impl Strategy for Canary {
                     self.gate(index, extended, &stage, &input, &mut out);
                 }
             }
-            Phase::Cleanup { mut until } => {
-                self.core.observe(&input);
-                if let Some(reason) = self.core.breach(&gates, "canary.cleanup", &mut out) {
-                    self.core.roll_back(reason, &mut out);
-                    return out;
-                }
-                if let Some(paused) = effects.resumed_after {
-                    until = until + paused;
-                    self.phase = Phase::Cleanup { until };
-                }
-                let go = effects.promote_fully
-                    || effects.promote_step
-                    || (self.core.pause.is_none() && input.now >= until);
-                match input.context.baseline.clone() {
-                    Some(baseline) if go => self.start_drain(baseline, &input, &mut out),
-                    None => {
-                        self.core.finished = true;
-                        out.push(Directive::Finish(Outcome::Promoted));
-                    }
-                    Some(_) => {
-                        if let Some(reason) = self.core.pause_expired(input.now, &gates) {
-                            self.core.abort(reason, true, &mut out);
-                        } else if self.core.pause.is_some() {
-                            out.push(Directive::WaitUntil(
-                                self.core.pause_wake(input.now, &gates),
-                            ));
-                        } else {
-                            out.push(Directive::WaitUntil(
-                                until.min(input.now + gates.check_interval),
-                            ));
-                        }
-                    }
-                }
+            Phase::Cleanup { until } => {
+                self.phase = match self.core.cleanup_step(
+                    until,
+                    "canary.cleanup",
+                    &gates,
+                    &effects,
+                    &input,
+                    &mut out,
+                ) {
+                    Cleanup::Holding { until } => Phase::Cleanup { until },
+                    Cleanup::Draining(drain) => Phase::Draining(drain),
+                    Cleanup::Ended => Phase::Done,
+                };
             }
             Phase::Draining(drain) => {
                 self.phase = match self.core.drain_step(drain, &input, &mut out) {

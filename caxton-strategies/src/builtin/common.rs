@@ -316,6 +316,16 @@ pub(crate) fn stage_label(stage: &str) -> String {
     }
 }
 
+/// Where the hold after a full switch stands after a step.
+pub(crate) enum Cleanup {
+    /// Still holding, until this time (moved on by pauses).
+    Holding { until: Timestamp },
+    /// The hold ended; the old version is draining.
+    Draining(FinalDrain),
+    /// The rollout ended: promoted with nothing to drain, rolled back or aborted.
+    Ended,
+}
+
 /// Where the old deployments stand during the final drain.
 #[derive(Debug, Clone)]
 pub(crate) struct FinalDrain {
@@ -383,6 +393,71 @@ impl Core {
             ));
             Some(drain)
         }
+    }
+
+    /// After the candidate is promoted: drain the old baseline, or finish when there was
+    /// none. Returns the drain for the strategy's phase.
+    pub(crate) fn finish_promotion(
+        &mut self,
+        input: &StepInput<'_>,
+        drain_timeout: Duration,
+        out: &mut Vec<Directive>,
+    ) -> Option<FinalDrain> {
+        match input.context.baseline.clone() {
+            Some(baseline) => {
+                let drain = FinalDrain::start(vec![baseline], input.now + drain_timeout, out);
+                // Look again at once: a deployment with nothing in flight is drained already.
+                out.push(Directive::WaitUntil(input.now));
+                Some(drain)
+            }
+            None => {
+                self.finished = true;
+                out.push(Directive::Finish(Outcome::Promoted));
+                None
+            }
+        }
+    }
+
+    /// One step of the hold after a full switch (`stage` names it in reasons): the gates
+    /// still roll back; the old version is drained when the hold ends or an operator
+    /// promotes; a pause extends the hold by its length and times out like any other.
+    pub(crate) fn cleanup_step(
+        &mut self,
+        mut until: Timestamp,
+        stage: &str,
+        gates: &Gates,
+        effects: &CommandEffects,
+        input: &StepInput<'_>,
+        out: &mut Vec<Directive>,
+    ) -> Cleanup {
+        self.observe(input);
+        if let Some(reason) = self.breach(gates, stage, out) {
+            self.roll_back(reason, out);
+            return Cleanup::Ended;
+        }
+        if let Some(paused) = effects.resumed_after {
+            until = until + paused;
+        }
+        let go = effects.promote_fully
+            || effects.promote_step
+            || (self.pause.is_none() && input.now >= until);
+        if go || input.context.baseline.is_none() {
+            return match self.finish_promotion(input, gates.drain_timeout, out) {
+                Some(drain) => Cleanup::Draining(drain),
+                None => Cleanup::Ended,
+            };
+        }
+        if let Some(reason) = self.pause_expired(input.now, gates) {
+            self.abort(reason, true, out);
+            return Cleanup::Ended;
+        }
+        let wake = if self.pause.is_some() {
+            self.pause_wake(input.now, gates)
+        } else {
+            until.min(input.now + gates.check_interval)
+        };
+        out.push(Directive::WaitUntil(wake));
+        Cleanup::Holding { until }
     }
 
     /// The start of every built-in strategy's step: nothing once finished; pause and

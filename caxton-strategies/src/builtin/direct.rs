@@ -3,7 +3,7 @@
 use super::common::{Core, FinalDrain, PreflightStep};
 use crate::config::DirectConfig;
 use crate::event::EventKind;
-use crate::strategy::{Directive, Outcome, StepInput, Strategy};
+use crate::strategy::{Directive, StepInput, Strategy};
 
 #[derive(Debug, Clone)]
 enum Phase {
@@ -39,18 +39,13 @@ impl Direct {
             hold_s: None,
         }));
         out.push(Directive::Promote);
-        match input.context.baseline.clone() {
-            Some(baseline) => {
-                let deadline = input.now + self.config.drain_timeout;
-                self.phase = Phase::Draining(FinalDrain::start(vec![baseline], deadline, out));
-                out.push(Directive::WaitUntil(input.now));
-            }
-            None => {
-                self.core.finished = true;
-                self.phase = Phase::Done;
-                out.push(Directive::Finish(Outcome::Promoted));
-            }
-        }
+        self.phase = match self
+            .core
+            .finish_promotion(input, self.config.drain_timeout, out)
+        {
+            Some(drain) => Phase::Draining(drain),
+            None => Phase::Done,
+        };
     }
 }
 

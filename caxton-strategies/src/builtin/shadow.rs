@@ -8,7 +8,7 @@ use super::common::{Core, FinalDrain, PreflightStep};
 use crate::config::ConfigError;
 use crate::event::EventKind;
 use crate::shadow::{Recommendation, ShadowReport, ShadowSettings};
-use crate::strategy::{Directive, Outcome, Reason, ReasonKind, StepInput, Strategy};
+use crate::strategy::{Directive, Reason, ReasonKind, StepInput, Strategy};
 
 #[derive(Debug, Clone)]
 enum Phase {
@@ -98,18 +98,13 @@ impl Shadow {
             hold_s: None,
         }));
         out.push(Directive::Promote);
-        match input.context.baseline.clone() {
-            Some(baseline) => {
-                let deadline = input.now + self.settings.gates.drain_timeout;
-                self.phase = Phase::Draining(FinalDrain::start(vec![baseline], deadline, out));
-                out.push(Directive::WaitUntil(input.now));
-            }
-            None => {
-                self.core.finished = true;
-                self.phase = Phase::Done;
-                out.push(Directive::Finish(Outcome::Promoted));
-            }
-        }
+        self.phase = match self
+            .core
+            .finish_promotion(input, self.settings.gates.drain_timeout, out)
+        {
+            Some(drain) => Phase::Draining(drain),
+            None => Phase::Done,
+        };
     }
 
     fn report(&mut self, extended: Duration, input: &StepInput<'_>, out: &mut Vec<Directive>) {

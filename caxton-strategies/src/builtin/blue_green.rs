@@ -135,12 +135,8 @@ impl Strategy for BlueGreen {
                 self.core.observe(&input);
                 if self.core.pause.is_none() {
                     self.switch(&input, &mut out);
-                } else if let Some(reason) = self.core.pause_expired(input.now, &gates) {
-                    self.core.abort(reason, true, &mut out);
                 } else {
-                    out.push(Directive::WaitUntil(
-                        self.core.pause_wake(input.now, &gates),
-                    ));
+                    self.core.wait_while_paused(input.now, &gates, &mut out);
                 }
             }
             Phase::Cleanup { until } => {

@@ -232,12 +232,8 @@ impl Strategy for Canary {
                     self.promote(&input, &mut out);
                 } else if self.core.pause.is_none() {
                     self.start_step(0, &input, &mut out);
-                } else if let Some(reason) = self.core.pause_expired(input.now, &gates) {
-                    self.core.abort(reason, true, &mut out);
                 } else {
-                    out.push(Directive::WaitUntil(
-                        self.core.pause_wake(input.now, &gates),
-                    ));
+                    self.core.wait_while_paused(input.now, &gates, &mut out);
                 }
             }
             Phase::Step {
@@ -266,13 +262,7 @@ impl Strategy for Canary {
                 } else if effects.promote_step {
                     self.start_step(index + 1, &input, &mut out);
                 } else if self.core.pause.is_some() {
-                    if let Some(reason) = self.core.pause_expired(input.now, &gates) {
-                        self.core.abort(reason, true, &mut out);
-                    } else {
-                        out.push(Directive::WaitUntil(
-                            self.core.pause_wake(input.now, &gates),
-                        ));
-                    }
+                    self.core.wait_while_paused(input.now, &gates, &mut out);
                 } else if input.now < hold_until {
                     out.push(Directive::WaitUntil(
                         hold_until.min(input.now + gates.check_interval),

@@ -395,6 +395,21 @@ impl Core {
         }
     }
 
+    /// While paused: a pause past its time limit aborts the rollout (rolling back),
+    /// otherwise the strategy waits for a command or that limit.
+    pub(crate) fn wait_while_paused(
+        &mut self,
+        now: Timestamp,
+        gates: &Gates,
+        out: &mut Vec<Directive>,
+    ) {
+        if let Some(reason) = self.pause_expired(now, gates) {
+            self.abort(reason, true, out);
+        } else {
+            out.push(Directive::WaitUntil(self.pause_wake(now, gates)));
+        }
+    }
+
     /// After the candidate is promoted: drain the old baseline, or finish when there was
     /// none. Returns the drain for the strategy's phase.
     pub(crate) fn finish_promotion(

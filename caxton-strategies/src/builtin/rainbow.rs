@@ -136,12 +136,8 @@ impl Strategy for Rainbow {
             Phase::Ready => {
                 if self.core.pause.is_none() || effects.promote_fully || effects.promote_step {
                     self.switch(&input, &mut out);
-                } else if let Some(reason) = self.core.pause_expired(input.now, &gates) {
-                    self.core.abort(reason, true, &mut out);
                 } else {
-                    out.push(Directive::WaitUntil(
-                        self.core.pause_wake(input.now, &gates),
-                    ));
+                    self.core.wait_while_paused(input.now, &gates, &mut out);
                 }
             }
             Phase::Watching {
@@ -162,14 +158,8 @@ impl Strategy for Rainbow {
                     return out;
                 }
                 if self.core.pause.is_some() {
-                    if let Some(reason) = self.core.pause_expired(input.now, &gates) {
-                        self.core.abort(reason, true, &mut out);
-                    } else {
-                        self.phase = Phase::Watching { deadline, old };
-                        out.push(Directive::WaitUntil(
-                            self.core.pause_wake(input.now, &gates),
-                        ));
-                    }
+                    self.phase = Phase::Watching { deadline, old };
+                    self.core.wait_while_paused(input.now, &gates, &mut out);
                     return out;
                 }
                 // Versions whose sessions have all ended retire, except the baseline:

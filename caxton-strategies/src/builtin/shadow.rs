@@ -199,12 +199,8 @@ impl Strategy for Shadow {
                     self.promote(&input, &mut out);
                 } else if self.core.pause.is_none() {
                     self.start_mirror(&input, &mut out);
-                } else if let Some(reason) = self.core.pause_expired(input.now, &gates) {
-                    self.core.abort(reason, true, &mut out);
                 } else {
-                    out.push(Directive::WaitUntil(
-                        self.core.pause_wake(input.now, &gates),
-                    ));
+                    self.core.wait_while_paused(input.now, &gates, &mut out);
                 }
             }
             Phase::Mirroring {
@@ -223,13 +219,7 @@ impl Strategy for Shadow {
                 if effects.promote_fully || effects.promote_step {
                     self.promote(&input, &mut out);
                 } else if self.core.pause.is_some() {
-                    if let Some(reason) = self.core.pause_expired(input.now, &gates) {
-                        self.core.abort(reason, true, &mut out);
-                    } else {
-                        out.push(Directive::WaitUntil(
-                            self.core.pause_wake(input.now, &gates),
-                        ));
-                    }
+                    self.core.wait_while_paused(input.now, &gates, &mut out);
                 } else if input.now < until {
                     out.push(Directive::WaitUntil(
                         until.min(input.now + gates.check_interval),
@@ -249,12 +239,8 @@ impl Strategy for Shadow {
                 } else if self.core.pause.is_none() {
                     // The person chose to mirror for another round.
                     self.start_mirror(&input, &mut out);
-                } else if let Some(reason) = self.core.pause_expired(input.now, &gates) {
-                    self.core.abort(reason, true, &mut out);
                 } else {
-                    out.push(Directive::WaitUntil(
-                        self.core.pause_wake(input.now, &gates),
-                    ));
+                    self.core.wait_while_paused(input.now, &gates, &mut out);
                 }
             }
             Phase::Draining(drain) => {

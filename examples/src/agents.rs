@@ -28,55 +28,47 @@ const PROCESSOR_TOOLS: &str = r#"[{"name": "price_order", "description": "Prices
 const CHAT_PROMPT: &str = "Ada\nYou are Ada, a patient assistant who remembers the conversation.";
 const CHAT_TOOLS: &str = "[]";
 
+/// A release of `processor`: stateless, the order desk's prompt and tools.
+const fn processor(release: &'static str, wasm: &'static [u8]) -> SampleAgent {
+    SampleAgent {
+        name: "processor",
+        release,
+        wasm,
+        prompt: PROCESSOR_PROMPT,
+        tools: PROCESSOR_TOOLS,
+        stateful: false,
+    }
+}
+
+/// A release of `chat`: keeps state per session, Ada's prompt, no tools.
+const fn chat(release: &'static str, wasm: &'static [u8]) -> SampleAgent {
+    SampleAgent {
+        name: "chat",
+        release,
+        wasm,
+        prompt: CHAT_PROMPT,
+        tools: CHAT_TOOLS,
+        stateful: true,
+    }
+}
+
 /// `processor` v1: prices orders; the release in production.
-pub const PROCESSOR_V1: SampleAgent = SampleAgent {
-    name: "processor",
-    release: "v1",
-    wasm: include_bytes!("../agents/wasm/processor_v1.wasm"),
-    prompt: PROCESSOR_PROMPT,
-    tools: PROCESSOR_TOOLS,
-    stateful: false,
-};
+pub const PROCESSOR_V1: SampleAgent =
+    processor("v1", include_bytes!("../agents/wasm/processor_v1.wasm"));
 
 /// `processor` v2: a coupon refactor that fails every order carrying a plain coupon code.
-pub const PROCESSOR_V2: SampleAgent = SampleAgent {
-    name: "processor",
-    release: "v2",
-    wasm: include_bytes!("../agents/wasm/processor_v2.wasm"),
-    prompt: PROCESSOR_PROMPT,
-    tools: PROCESSOR_TOOLS,
-    stateful: false,
-};
+pub const PROCESSOR_V2: SampleAgent =
+    processor("v2", include_bytes!("../agents/wasm/processor_v2.wasm"));
 
 /// `processor` v3: the same answers as v1 after JSON normalisation, other bytes.
-pub const PROCESSOR_V3: SampleAgent = SampleAgent {
-    name: "processor",
-    release: "v3",
-    wasm: include_bytes!("../agents/wasm/processor_v3.wasm"),
-    prompt: PROCESSOR_PROMPT,
-    tools: PROCESSOR_TOOLS,
-    stateful: false,
-};
+pub const PROCESSOR_V3: SampleAgent =
+    processor("v3", include_bytes!("../agents/wasm/processor_v3.wasm"));
 
 /// `chat` v1: keeps conversation state per session.
-pub const CHAT_V1: SampleAgent = SampleAgent {
-    name: "chat",
-    release: "v1",
-    wasm: include_bytes!("../agents/wasm/chat_v1.wasm"),
-    prompt: CHAT_PROMPT,
-    tools: CHAT_TOOLS,
-    stateful: true,
-};
+pub const CHAT_V1: SampleAgent = chat("v1", include_bytes!("../agents/wasm/chat_v1.wasm"));
 
 /// `chat` v2: answers in a visibly different style (`"version":"v2"`).
-pub const CHAT_V2: SampleAgent = SampleAgent {
-    name: "chat",
-    release: "v2",
-    wasm: include_bytes!("../agents/wasm/chat_v2.wasm"),
-    prompt: CHAT_PROMPT,
-    tools: CHAT_TOOLS,
-    stateful: true,
-};
+pub const CHAT_V2: SampleAgent = chat("v2", include_bytes!("../agents/wasm/chat_v2.wasm"));
 
 /// The contract test vectors of `processor` (a JSON array; see `caxton validate`).
 pub const PROCESSOR_CONTRACT_TESTS: &str = include_str!("../agents/processor/contract_tests.json");

@@ -85,13 +85,7 @@ fn check_with(
         let payload = match payload {
             Ok(payload) => payload,
             Err(err) => {
-                findings.push(
-                    Finding::error(
-                        codes::INVALID_WASM,
-                        format!("malformed module: {}", err.message()),
-                    )
-                    .at(err.offset()),
-                );
+                findings.push(invalid_wasm("malformed module", &err));
                 invalid = true;
                 break;
             }
@@ -132,13 +126,7 @@ fn check_with(
             Ok(ValidPayload::Func(to_validate, body)) => {
                 let mut func = to_validate.into_validator(std::mem::take(&mut allocations));
                 if let Err(err) = func.validate(&body) {
-                    findings.push(
-                        Finding::error(
-                            codes::INVALID_WASM,
-                            format!("invalid function body: {}", err.message()),
-                        )
-                        .at(err.offset()),
-                    );
+                    findings.push(invalid_wasm("invalid function body", &err));
                     invalid = true;
                 }
                 allocations = func.into_allocations();
@@ -146,13 +134,7 @@ fn check_with(
             Ok(ValidPayload::End(end)) => types = Some(end),
             Ok(_) => {}
             Err(err) => {
-                findings.push(
-                    Finding::error(
-                        codes::INVALID_WASM,
-                        format!("invalid module: {}", err.message()),
-                    )
-                    .at(err.offset()),
-                );
+                findings.push(invalid_wasm("invalid module", &err));
                 invalid = true;
             }
         }
@@ -160,13 +142,7 @@ fn check_with(
     if !deferred.is_empty()
         && let Some(err) = validate_in_parallel(deferred)
     {
-        findings.push(
-            Finding::error(
-                codes::INVALID_WASM,
-                format!("invalid function body: {}", err.message()),
-            )
-            .at(err.offset()),
-        );
+        findings.push(invalid_wasm("invalid function body", &err));
         invalid = true;
     }
     facts.valid = !invalid && types.is_some();
@@ -175,6 +151,11 @@ fn check_with(
     let types = if facts.valid { types } else { None };
     scan.check(policy, types.as_ref(), &mut findings);
     (findings, facts)
+}
+
+/// An `invalid_wasm` finding for a parser or validator error, at its offset.
+fn invalid_wasm(what: &str, err: &wasmparser::BinaryReaderError) -> Finding {
+    Finding::error(codes::INVALID_WASM, format!("{what}: {}", err.message())).at(err.offset())
 }
 
 /// Code sections at least this large are validated on several threads.

@@ -79,7 +79,8 @@ pub use lifecycle::{IllegalTransition, LifecycleEvent, LifecycleState};
 pub use metrics::{InMemoryMetrics, MetricWindow, MetricsError, MetricsSource, Observation};
 pub use runtime::{AgentError, AgentHealth, AgentRuntime, LoadSpec};
 pub use store::{
-    DeploymentStore, ListCursor, ListQuery, MemoryStore, Page, Promotion, Rollback, RollbackTarget,
+    BackendError, DeploymentStore, ListCursor, ListQuery, MemoryStore, Page, Promotion, Rollback,
+    RollbackTarget,
 };
 pub use time::Timestamp;
 pub use traffic::{

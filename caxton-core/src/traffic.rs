@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::id::{AgentId, DeploymentId, SessionId};
+use crate::store::BackendError;
 
 /// A share of traffic in basis points: `0..=10_000`, where `10_000` is 100 %.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -433,12 +434,9 @@ pub enum TrafficError {
         /// The agent it is registered for.
         agent: AgentId,
     },
-    /// The implementation failed for a reason of its own.
-    #[error("traffic control failed: {message}")]
-    Backend {
-        /// What went wrong.
-        message: String,
-    },
+    /// The implementation failed for a reason of its own; the source says how.
+    #[error("traffic control failed: {0}")]
+    Backend(#[from] BackendError),
     /// The deployment still takes new traffic (it is production, in the split or the
     /// shadow), so it cannot be drained or retired yet.
     #[error(

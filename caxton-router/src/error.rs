@@ -1,7 +1,7 @@
 //! Why a route or a change was refused. Every check runs before anything is swapped, so an
 //! error always means nothing changed.
 
-use caxton_core::{AgentId, DeploymentId, DrainPhase, SplitError, TrafficError};
+use caxton_core::{AgentId, BackendError, DeploymentId, DrainPhase, SplitError, TrafficError};
 
 /// Why a message could not be routed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -254,9 +254,9 @@ impl From<RegisterError> for TrafficError {
             RegisterError::AlreadyRegistered { deployment, agent } => {
                 TrafficError::AlreadyRegistered { deployment, agent }
             }
-            err @ RegisterError::TooManyDeployments { .. } => TrafficError::Backend {
-                message: err.to_string(),
-            },
+            err @ RegisterError::TooManyDeployments { .. } => {
+                TrafficError::Backend(BackendError::new("the router refused a registration", err))
+            }
         }
     }
 }
@@ -322,7 +322,32 @@ impl From<RetireError> for TrafficError {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error;
+
     use super::*;
+
+    #[test]
+    fn a_registration_over_the_limit_keeps_its_source() {
+        let deployment = DeploymentId::new("processor-v2").unwrap();
+        let err = TrafficError::from(RegisterError::TooManyDeployments {
+            deployment: deployment.clone(),
+        });
+        assert!(matches!(err, TrafficError::Backend(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("traffic control failed: the router refused a registration: ")
+                && text.contains("`processor-v2`"),
+            "{text}"
+        );
+        let original = err
+            .source()
+            .and_then(Error::source)
+            .and_then(|source| source.downcast_ref::<RegisterError>());
+        assert_eq!(
+            original,
+            Some(&RegisterError::TooManyDeployments { deployment })
+        );
+    }
 
     #[test]
     fn messages_name_what_was_wrong_and_which_id() {

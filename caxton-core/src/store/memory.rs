@@ -8,8 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    CreateError, DeleteError, DeploymentStore, GetError, ListCursor, ListError, ListQuery, Page,
-    PromoteError, Promotion, Rollback, RollbackError, RollbackTarget, TransitionError,
+    BackendError, CreateError, DeleteError, DeploymentStore, GetError, ListCursor, ListError,
+    ListQuery, Page, PromoteError, Promotion, Rollback, RollbackError, RollbackTarget,
+    TransitionError,
 };
 use crate::audit::{AuditAction, AuditEvent};
 use crate::clock::{Clock, SystemClock};
@@ -490,8 +491,11 @@ impl DeploymentStore for MemoryStore {
             reason,
             at,
         )
-        .map_err(|source| RollbackError::Backend {
-            message: source.to_string(),
+        .map_err(|source| {
+            BackendError::new(
+                format!("rolling back production `{current}` of agent `{agent}`"),
+                source,
+            )
         })?;
         registry.set_production(agent, &restore, at);
         if let Some(d) = registry.deployment_mut(&current) {

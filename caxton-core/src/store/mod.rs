@@ -21,11 +21,13 @@ use crate::deployment::{Deployment, NewDeployment};
 use crate::id::{AgentId, DeploymentId};
 use crate::lifecycle::{IllegalTransition, LifecycleEvent, LifecycleState};
 
+mod backend;
 mod memory;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
+pub use backend::BackendError;
 pub use memory::MemoryStore;
 
 /// Which page of a listing to read.
@@ -228,12 +230,9 @@ pub enum CreateError {
         /// The identity.
         deployment: DeploymentId,
     },
-    /// The store failed.
-    #[error("deployment store failed: {message}")]
-    Backend {
-        /// What went wrong.
-        message: String,
-    },
+    /// The store's backend failed; the source says how.
+    #[error("deployment store failed: {0}")]
+    Backend(#[from] BackendError),
 }
 
 /// Why a deployment could not be read.
@@ -248,12 +247,9 @@ pub enum GetError {
         /// The deployment asked about.
         deployment: DeploymentId,
     },
-    /// The store failed.
-    #[error("deployment store failed: {message}")]
-    Backend {
-        /// What went wrong.
-        message: String,
-    },
+    /// The store's backend failed; the source says how.
+    #[error("deployment store failed: {0}")]
+    Backend(#[from] BackendError),
 }
 
 /// Why a listing could not be read.
@@ -268,12 +264,9 @@ pub enum ListError {
         /// The cursor text.
         cursor: String,
     },
-    /// The store failed.
-    #[error("deployment store failed: {message}")]
-    Backend {
-        /// What went wrong.
-        message: String,
-    },
+    /// The store's backend failed; the source says how.
+    #[error("deployment store failed: {0}")]
+    Backend(#[from] BackendError),
 }
 
 /// Why a lifecycle event was refused. Nothing changed.
@@ -308,12 +301,9 @@ pub enum TransitionError {
         /// The refused event.
         event: LifecycleEvent,
     },
-    /// The store failed.
-    #[error("deployment store failed: {message}")]
-    Backend {
-        /// What went wrong.
-        message: String,
-    },
+    /// The store's backend failed; the source says how.
+    #[error("deployment store failed: {0}")]
+    Backend(#[from] BackendError),
 }
 
 /// Why a promotion was refused. Nothing changed.
@@ -342,12 +332,9 @@ pub enum PromoteError {
         /// The deployment.
         deployment: DeploymentId,
     },
-    /// The store failed.
-    #[error("deployment store failed: {message}")]
-    Backend {
-        /// What went wrong.
-        message: String,
-    },
+    /// The store's backend failed; the source says how.
+    #[error("deployment store failed: {0}")]
+    Backend(#[from] BackendError),
 }
 
 /// Why a rollback was refused. Nothing changed.
@@ -394,12 +381,9 @@ pub enum RollbackError {
         /// The target.
         deployment: DeploymentId,
     },
-    /// The store failed.
-    #[error("deployment store failed: {message}")]
-    Backend {
-        /// What went wrong.
-        message: String,
-    },
+    /// The store's backend failed; the source says how.
+    #[error("deployment store failed: {0}")]
+    Backend(#[from] BackendError),
 }
 
 /// Why a soft delete was refused. Nothing changed.
@@ -422,10 +406,56 @@ pub enum DeleteError {
         /// The deployment.
         deployment: DeploymentId,
     },
-    /// The store failed.
-    #[error("deployment store failed: {message}")]
-    Backend {
-        /// What went wrong.
-        message: String,
-    },
+    /// The store's backend failed; the source says how.
+    #[error("deployment store failed: {0}")]
+    Backend(#[from] BackendError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("database is locked")]
+    struct Locked;
+
+    fn backend() -> BackendError {
+        BackendError::new("promoting deployment `v2` of agent `processor`", Locked)
+    }
+
+    #[test]
+    fn backend_failures_keep_their_source() {
+        let errors: Vec<Box<dyn Error>> = vec![
+            Box::new(CreateError::from(backend())),
+            Box::new(GetError::from(backend())),
+            Box::new(ListError::from(backend())),
+            Box::new(TransitionError::from(backend())),
+            Box::new(PromoteError::from(backend())),
+            Box::new(RollbackError::from(backend())),
+            Box::new(DeleteError::from(backend())),
+        ];
+        for err in errors {
+            assert_eq!(
+                err.to_string(),
+                "deployment store failed: promoting deployment `v2` of agent `processor`: \
+                 database is locked"
+            );
+            let context = err.source().expect("the backend error");
+            assert!(context.downcast_ref::<BackendError>().is_some(), "{err}");
+            let original = context.source().expect("the original error");
+            assert!(original.downcast_ref::<Locked>().is_some(), "{err}");
+        }
+    }
+
+    #[test]
+    fn backend_failures_compare_by_text() {
+        assert_eq!(
+            PromoteError::from(backend()),
+            PromoteError::Backend(BackendError::message(
+                "promoting deployment `v2` of agent `processor`: database is locked"
+            ))
+        );
+    }
 }

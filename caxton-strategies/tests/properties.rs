@@ -1,52 +1,15 @@
 //! Invariants over random observations and operator commands.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use caxton_core::{AuditAction, DeploymentId, DeploymentStore, ListQuery, Timestamp, Weight};
+use caxton_core::{DeploymentId, Timestamp, Weight};
 use caxton_strategies::builtin::Canary;
 use caxton_strategies::config::{CanaryConfig, CanaryStep, CanarySteps, Gates};
-use caxton_strategies::sim::{MoveCause, SessionModel, Simulation, SimulationRun, TrafficAction};
 use caxton_strategies::{
-    Command, Directive, EventLog, Judge, Observations, Outcome, RolloutContext, RolloutEvent,
-    RolloutSpec, StepInput, Strategy as RolloutStrategy, ValidationVerdict, WarmUpReport,
+    Command, Directive, Judge, Observations, RolloutContext, StepInput,
+    Strategy as RolloutStrategy, ValidationVerdict, WarmUpReport,
 };
 use proptest::prelude::*;
-
-const KINDS: [&str; 5] = ["direct", "blue-green", "canary", "shadow", "rainbow"];
-
-fn spec_for(kind: &str, forced_drain_minutes: u64) -> RolloutSpec {
-    let gates = "  rollback_on: [error_rate > 1%, p99 > 150ms]\n  max_extension: 5m\n  pause_timeout: 30m\n";
-    let yaml = match kind {
-        "direct" => "deployment:\n  strategy: direct\n".to_owned(),
-        "blue-green" => format!("deployment:\n  strategy: blue-green\n{gates}"),
-        "canary" => format!(
-            "deployment:\n  strategy: canary\n  stages:\n    - canary: {{ weight: 10%, hold: 5m }}\n    - canary: {{ weight: 50%, hold: 5m }}\n{gates}"
-        ),
-        "shadow" => format!("deployment:\n  strategy: shadow\n  duration: 10m\n{gates}"),
-        _ => format!(
-            "deployment:\n  strategy: rainbow\n  forced_drain_after: {forced_drain_minutes}m\n{gates}"
-        ),
-    };
-    RolloutSpec::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn profile() -> impl proptest::strategy::Strategy<Value = String> {
-    (
-        0u32..60,
-        10u32..300,
-        prop::sample::select(vec![0.05, 1.0, 50.0]),
-        0u32..30,
-    )
-        .prop_map(|(errors_per_mille, p99, rps, mismatch_per_mille)| {
-            format!(
-                "error_rate={}%,p99={p99}ms,rps={rps},mismatch={}%",
-                f64::from(errors_per_mille) / 10.0,
-                f64::from(mismatch_per_mille) / 10.0
-            )
-        })
-}
 
 fn command() -> impl proptest::strategy::Strategy<Value = Command> {
     prop_oneof![
@@ -60,203 +23,253 @@ fn command() -> impl proptest::strategy::Strategy<Value = Command> {
     ]
 }
 
-fn commands() -> impl proptest::strategy::Strategy<Value = Vec<(u64, Command)>> {
-    prop::collection::vec((0u64..7_200, command()), 0..4)
-}
+/// Invariants of whole rollouts, run through the simulator.
+#[cfg(feature = "sim")]
+mod simulated {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
 
-#[derive(Debug, Clone)]
-struct Case {
-    kind: &'static str,
-    baseline: String,
-    candidate: String,
-    commands: Vec<(u64, Command)>,
-    seed: u64,
-    forced_drain_minutes: u64,
-    validation_passes: bool,
-}
+    use caxton_core::{AuditAction, DeploymentStore, ListQuery};
+    use caxton_strategies::sim::{
+        MoveCause, SessionModel, Simulation, SimulationRun, TrafficAction,
+    };
+    use caxton_strategies::{EventLog, Outcome, RolloutEvent, RolloutSpec};
 
-fn case_of(kinds: Vec<&'static str>) -> impl proptest::strategy::Strategy<Value = Case> {
-    (
-        prop::sample::select(kinds),
-        profile(),
-        profile(),
-        commands(),
-        any::<u64>(),
-        5u64..180,
-        prop::bool::weighted(0.9),
-    )
-        .prop_map(
-            |(
-                kind,
-                baseline,
-                candidate,
-                commands,
-                seed,
-                forced_drain_minutes,
-                validation_passes,
-            )| Case {
-                kind,
-                baseline,
-                candidate,
-                commands,
-                seed,
-                forced_drain_minutes,
-                validation_passes,
-            },
+    use super::*;
+
+    const KINDS: [&str; 5] = ["direct", "blue-green", "canary", "shadow", "rainbow"];
+
+    fn spec_for(kind: &str, forced_drain_minutes: u64) -> RolloutSpec {
+        let gates = "  rollback_on: [error_rate > 1%, p99 > 150ms]\n  max_extension: 5m\n  pause_timeout: 30m\n";
+        let yaml = match kind {
+            "direct" => "deployment:\n  strategy: direct\n".to_owned(),
+            "blue-green" => format!("deployment:\n  strategy: blue-green\n{gates}"),
+            "canary" => format!(
+                "deployment:\n  strategy: canary\n  stages:\n    - canary: {{ weight: 10%, hold: 5m }}\n    - canary: {{ weight: 50%, hold: 5m }}\n{gates}"
+            ),
+            "shadow" => format!("deployment:\n  strategy: shadow\n  duration: 10m\n{gates}"),
+            _ => format!(
+                "deployment:\n  strategy: rainbow\n  forced_drain_after: {forced_drain_minutes}m\n{gates}"
+            ),
+        };
+        RolloutSpec::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn profile() -> impl proptest::strategy::Strategy<Value = String> {
+        (
+            0u32..60,
+            10u32..300,
+            prop::sample::select(vec![0.05, 1.0, 50.0]),
+            0u32..30,
         )
-}
-
-fn run(case: &Case) -> (SimulationRun, Vec<RolloutEvent>) {
-    let mut simulation = Simulation::new(
-        spec_for(case.kind, case.forced_drain_minutes),
-        case.baseline.parse().unwrap(),
-        case.candidate.parse().unwrap(),
-    )
-    .seed(case.seed)
-    .sessions(SessionModel {
-        arrivals_per_sec: 0.2,
-        mean_length: Duration::from_secs(600),
-    });
-    if !case.validation_passes {
-        simulation = simulation.validation(ValidationVerdict::failed("refused"));
+            .prop_map(|(errors_per_mille, p99, rps, mismatch_per_mille)| {
+                format!(
+                    "error_rate={}%,p99={p99}ms,rps={rps},mismatch={}%",
+                    f64::from(errors_per_mille) / 10.0,
+                    f64::from(mismatch_per_mille) / 10.0
+                )
+            })
     }
-    for (after, command) in &case.commands {
-        simulation = simulation.command(Duration::from_secs(*after), command.clone());
+
+    fn commands() -> impl proptest::strategy::Strategy<Value = Vec<(u64, Command)>> {
+        prop::collection::vec((0u64..7_200, command()), 0..4)
     }
-    let log = EventLog::new();
-    let run = futures::executor::block_on(simulation.run_with_joints(Some(Arc::new(log.clone()))))
-        .expect("the simulation starts");
-    (run, log.events())
-}
 
-fn promoted_at(run: &SimulationRun) -> Option<Timestamp> {
-    run.traffic
-        .actions()
-        .into_iter()
-        .find_map(|(at, action)| match action {
-            TrafficAction::Promoted(d) if d == run.candidate => Some(at),
-            _ => None,
-        })
-}
+    #[derive(Debug, Clone)]
+    struct Case {
+        kind: &'static str,
+        baseline: String,
+        candidate: String,
+        commands: Vec<(u64, Command)>,
+        seed: u64,
+        forced_drain_minutes: u64,
+        validation_passes: bool,
+    }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    fn case_of(kinds: Vec<&'static str>) -> impl proptest::strategy::Strategy<Value = Case> {
+        (
+            prop::sample::select(kinds),
+            profile(),
+            profile(),
+            commands(),
+            any::<u64>(),
+            5u64..180,
+            prop::bool::weighted(0.9),
+        )
+            .prop_map(
+                |(
+                    kind,
+                    baseline,
+                    candidate,
+                    commands,
+                    seed,
+                    forced_drain_minutes,
+                    validation_passes,
+                )| Case {
+                    kind,
+                    baseline,
+                    candidate,
+                    commands,
+                    seed,
+                    forced_drain_minutes,
+                    validation_passes,
+                },
+            )
+    }
 
-    #[test]
-    fn the_driver_always_terminates_in_promoted_rolled_back_or_aborted(case in case_of(KINDS.to_vec())) {
-        let (run, events) = run(&case);
-        prop_assert!(matches!(run.report.outcome.as_str(), "promoted" | "rolled_back" | "aborted"));
-        prop_assert!(run.report.steps < 100_000, "{} steps", run.report.steps);
-        let last = events.last().expect("events");
-        prop_assert_eq!(last.kind.name(), "finished");
-        prop_assert_eq!(events.iter().filter(|e| e.kind.name() == "finished").count(), 1);
-        // Whatever the outcome, exactly the winner serves.
-        let serving = run.traffic.production(&run.agent);
-        match run.report.outcome {
-            Outcome::Promoted => prop_assert_eq!(serving, Some(run.candidate.clone())),
-            _ => prop_assert_eq!(serving, Some(run.baseline.clone())),
+    fn run(case: &Case) -> (SimulationRun, Vec<RolloutEvent>) {
+        let mut simulation = Simulation::new(
+            spec_for(case.kind, case.forced_drain_minutes),
+            case.baseline.parse().unwrap(),
+            case.candidate.parse().unwrap(),
+        )
+        .seed(case.seed)
+        .sessions(SessionModel {
+            arrivals_per_sec: 0.2,
+            mean_length: Duration::from_secs(600),
+        });
+        if !case.validation_passes {
+            simulation = simulation.validation(ValidationVerdict::failed("refused"));
         }
+        for (after, command) in &case.commands {
+            simulation = simulation.command(Duration::from_secs(*after), command.clone());
+        }
+        let log = EventLog::new();
+        let run =
+            futures::executor::block_on(simulation.run_with_joints(Some(Arc::new(log.clone()))))
+                .expect("the simulation starts");
+        (run, log.events())
     }
 
-    #[test]
-    fn split_weights_always_sum_to_100_percent(case in case_of(KINDS.to_vec())) {
-        let (run, _) = run(&case);
-        for (_, action) in run.traffic.actions() {
-            if let TrafficAction::Split(split) = action {
-                let sum: u32 = split.entries().iter().map(|e| u32::from(e.weight.bps())).sum();
-                prop_assert_eq!(sum, 10_000);
-                for entry in split.entries() {
-                    prop_assert!(entry.deployment == run.baseline || entry.deployment == run.candidate);
-                }
+    fn promoted_at(run: &SimulationRun) -> Option<Timestamp> {
+        run.traffic
+            .actions()
+            .into_iter()
+            .find_map(|(at, action)| match action {
+                TrafficAction::Promoted(d) if d == run.candidate => Some(at),
+                _ => None,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_driver_always_terminates_in_promoted_rolled_back_or_aborted(case in case_of(KINDS.to_vec())) {
+            let (run, events) = run(&case);
+            prop_assert!(matches!(run.report.outcome.as_str(), "promoted" | "rolled_back" | "aborted"));
+            prop_assert!(run.report.steps < 100_000, "{} steps", run.report.steps);
+            let last = events.last().expect("events");
+            prop_assert_eq!(last.kind.name(), "finished");
+            prop_assert_eq!(events.iter().filter(|e| e.kind.name() == "finished").count(), 1);
+            // Whatever the outcome, exactly the winner serves.
+            let serving = run.traffic.production(&run.agent);
+            match run.report.outcome {
+                Outcome::Promoted => prop_assert_eq!(serving, Some(run.candidate.clone())),
+                _ => prop_assert_eq!(serving, Some(run.baseline.clone())),
             }
         }
-    }
 
-    #[test]
-    fn an_agent_never_has_more_than_one_production(case in case_of(KINDS.to_vec())) {
-        let (run, _) = run(&case);
-        let mut audit = Vec::new();
-        for id in [&run.baseline, &run.candidate] {
-            audit.extend(futures::executor::block_on(run.store.history(&run.agent, id)).unwrap());
-        }
-        audit.sort_by_key(|e| e.seq);
-        let mut production: BTreeMap<DeploymentId, bool> = BTreeMap::new();
-        for event in audit {
-            match &event.action {
-                // Each of these is one atomic step that also demotes the one it names.
-                AuditAction::Promoted { previous } => {
-                    if let Some(previous) = previous {
-                        production.insert(previous.clone(), false);
+        #[test]
+        fn split_weights_always_sum_to_100_percent(case in case_of(KINDS.to_vec())) {
+            let (run, _) = run(&case);
+            for (_, action) in run.traffic.actions() {
+                if let TrafficAction::Split(split) = action {
+                    let sum: u32 = split.entries().iter().map(|e| u32::from(e.weight.bps())).sum();
+                    prop_assert_eq!(sum, 10_000);
+                    for entry in split.entries() {
+                        prop_assert!(entry.deployment == run.baseline || entry.deployment == run.candidate);
                     }
-                    production.insert(event.deployment.clone(), true);
                 }
-                AuditAction::RestoredByRollback { rolled_back } => {
-                    production.insert(rolled_back.clone(), false);
-                    production.insert(event.deployment.clone(), true);
-                }
-                AuditAction::Demoted { .. } => {
-                    production.insert(event.deployment.clone(), false);
-                }
-                AuditAction::Transition { to, .. } if to.is_terminal() => {
-                    production.insert(event.deployment.clone(), false);
-                }
-                _ => {}
-            }
-            let count = production.values().filter(|p| **p).count();
-            prop_assert!(count <= 1, "{} productions after {:?}", count, event);
-        }
-        let page = futures::executor::block_on(run.store.list(&run.agent, &ListQuery::new().include_deleted(true))).unwrap();
-        prop_assert!(page.items.iter().filter(|d| d.is_production).count() <= 1);
-    }
-
-    #[test]
-    fn a_rolled_back_version_never_regains_traffic(case in case_of(KINDS.to_vec())) {
-        let (run, _) = run(&case);
-        let actions = run.traffic.actions();
-        let out_at = actions.iter().position(|(_, a)| {
-            matches!(a, TrafficAction::DrainClosed(d) | TrafficAction::Retired(d) if *d == run.candidate)
-        });
-        if let Some(out_at) = out_at {
-            for (_, action) in &actions[out_at..] {
-                let regains = match action {
-                    TrafficAction::Split(split) => split.weight_of(&run.candidate).bps() > 0,
-                    TrafficAction::Promoted(d) | TrafficAction::Registered(d) => *d == run.candidate,
-                    TrafficAction::Shadow(Some(shadow)) => shadow.deployment == run.candidate,
-                    _ => false,
-                };
-                prop_assert!(!regains, "{:?} after the candidate was taken out", action);
             }
         }
-        if run.report.outcome != Outcome::Promoted {
-            let split = run.traffic.split(&run.agent).unwrap();
-            prop_assert_eq!(split.weight_of(&run.candidate), Weight::ZERO);
-            prop_assert!(run.traffic.shadow(&run.agent).is_none());
-        }
-    }
 
-    #[test]
-    fn a_rainbow_session_keeps_its_version_until_it_ends_or_is_forced(case in case_of(vec!["rainbow"])) {
-        let (run, events) = run(&case);
-        let deadline = promoted_at(&run).map(|at| at + Duration::from_secs(case.forced_drain_minutes * 60));
-        let operator_forced_at = events.iter().find_map(|e| match &e.kind {
-            caxton_strategies::EventKind::CommandReceived { command }
-                if command.starts_with("promote") => Some(run.report.started_at + Duration::from_secs_f64(e.at_s)),
-            _ => None,
-        });
-        for moved in run.traffic.session_moves() {
-            prop_assert!(matches!(moved.cause, MoveCause::ForcedDrain | MoveCause::Retired));
-            if moved.from == run.baseline {
-                let forced_by_deadline = deadline.is_some_and(|d| moved.at >= d);
-                let forced_by_operator = operator_forced_at.is_some_and(|at| moved.at >= at);
-                prop_assert!(
-                    forced_by_deadline || forced_by_operator,
-                    "a baseline session moved at {} before the forced-drain deadline {:?}",
-                    moved.at,
-                    deadline
-                );
-            } else {
-                prop_assert_eq!(&moved.from, &run.candidate);
-                prop_assert!(run.report.outcome != Outcome::Promoted, "candidate sessions move only on rollback");
+        #[test]
+        fn an_agent_never_has_more_than_one_production(case in case_of(KINDS.to_vec())) {
+            let (run, _) = run(&case);
+            let mut audit = Vec::new();
+            for id in [&run.baseline, &run.candidate] {
+                audit.extend(futures::executor::block_on(run.store.history(&run.agent, id)).unwrap());
+            }
+            audit.sort_by_key(|e| e.seq);
+            let mut production: BTreeMap<DeploymentId, bool> = BTreeMap::new();
+            for event in audit {
+                match &event.action {
+                    // Each of these is one atomic step that also demotes the one it names.
+                    AuditAction::Promoted { previous } => {
+                        if let Some(previous) = previous {
+                            production.insert(previous.clone(), false);
+                        }
+                        production.insert(event.deployment.clone(), true);
+                    }
+                    AuditAction::RestoredByRollback { rolled_back } => {
+                        production.insert(rolled_back.clone(), false);
+                        production.insert(event.deployment.clone(), true);
+                    }
+                    AuditAction::Demoted { .. } => {
+                        production.insert(event.deployment.clone(), false);
+                    }
+                    AuditAction::Transition { to, .. } if to.is_terminal() => {
+                        production.insert(event.deployment.clone(), false);
+                    }
+                    _ => {}
+                }
+                let count = production.values().filter(|p| **p).count();
+                prop_assert!(count <= 1, "{} productions after {:?}", count, event);
+            }
+            let page = futures::executor::block_on(run.store.list(&run.agent, &ListQuery::new().include_deleted(true))).unwrap();
+            prop_assert!(page.items.iter().filter(|d| d.is_production).count() <= 1);
+        }
+
+        #[test]
+        fn a_rolled_back_version_never_regains_traffic(case in case_of(KINDS.to_vec())) {
+            let (run, _) = run(&case);
+            let actions = run.traffic.actions();
+            let out_at = actions.iter().position(|(_, a)| {
+                matches!(a, TrafficAction::DrainClosed(d) | TrafficAction::Retired(d) if *d == run.candidate)
+            });
+            if let Some(out_at) = out_at {
+                for (_, action) in &actions[out_at..] {
+                    let regains = match action {
+                        TrafficAction::Split(split) => split.weight_of(&run.candidate).bps() > 0,
+                        TrafficAction::Promoted(d) | TrafficAction::Registered(d) => *d == run.candidate,
+                        TrafficAction::Shadow(Some(shadow)) => shadow.deployment == run.candidate,
+                        _ => false,
+                    };
+                    prop_assert!(!regains, "{:?} after the candidate was taken out", action);
+                }
+            }
+            if run.report.outcome != Outcome::Promoted {
+                let split = run.traffic.split(&run.agent).unwrap();
+                prop_assert_eq!(split.weight_of(&run.candidate), Weight::ZERO);
+                prop_assert!(run.traffic.shadow(&run.agent).is_none());
+            }
+        }
+
+        #[test]
+        fn a_rainbow_session_keeps_its_version_until_it_ends_or_is_forced(case in case_of(vec!["rainbow"])) {
+            let (run, events) = run(&case);
+            let deadline = promoted_at(&run).map(|at| at + Duration::from_secs(case.forced_drain_minutes * 60));
+            let operator_forced_at = events.iter().find_map(|e| match &e.kind {
+                caxton_strategies::EventKind::CommandReceived { command }
+                    if command.starts_with("promote") => Some(run.report.started_at + Duration::from_secs_f64(e.at_s)),
+                _ => None,
+            });
+            for moved in run.traffic.session_moves() {
+                prop_assert!(matches!(moved.cause, MoveCause::ForcedDrain | MoveCause::Retired));
+                if moved.from == run.baseline {
+                    let forced_by_deadline = deadline.is_some_and(|d| moved.at >= d);
+                    let forced_by_operator = operator_forced_at.is_some_and(|at| moved.at >= at);
+                    prop_assert!(
+                        forced_by_deadline || forced_by_operator,
+                        "a baseline session moved at {} before the forced-drain deadline {:?}",
+                        moved.at,
+                        deadline
+                    );
+                } else {
+                    prop_assert_eq!(&moved.from, &run.candidate);
+                    prop_assert!(run.report.outcome != Outcome::Promoted, "candidate sessions move only on rollback");
+                }
             }
         }
     }

@@ -1,20 +1,14 @@
 //! The strategies as pure state machines, fed by hand, and the driver with a strategy
 //! written outside the crate.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use caxton_core::{
-    AgentId, Clock, CodeLayer, DeploymentId, DeploymentStore, DrainPhase, DrainStatus,
-    LifecycleEvent, ManualClock, MemoryStore, MetricWindow, ModelLayer, NewDeployment, PromptLayer,
-    Timestamp, ToolsLayer, TrafficControl, VersionTuple,
-};
+use caxton_core::{AgentId, DeploymentId, DrainPhase, DrainStatus, MetricWindow, Timestamp};
 use caxton_strategies::builtin::{Canary, Rainbow};
 use caxton_strategies::config::{CanaryConfig, CanaryStep, CanarySteps, Gates, RainbowConfig};
-use caxton_strategies::sim::{SimChecks, SimTraffic, SyntheticMetrics};
 use caxton_strategies::{
-    Command, Commands, Directive, EventKind, Judge, Observations, Outcome, ReasonKind,
-    RolloutContext, RolloutDriver, StepInput, Strategy, ValidationVerdict, WarmUpReport,
+    Command, Directive, EventKind, Judge, Observations, Outcome, ReasonKind, RolloutContext,
+    StepInput, Strategy, ValidationVerdict, WarmUpReport,
 };
 
 fn id(name: &str) -> DeploymentId {
@@ -293,233 +287,247 @@ fn rainbow_retires_an_old_version_once_its_sessions_have_ended() {
     ));
     assert_eq!(out.last(), Some(&Directive::Finish(Outcome::Promoted)));
 }
+/// The driver, on the simulator's joints.
+#[cfg(feature = "sim")]
+mod with_driver {
+    use std::sync::Arc;
 
-fn version(code: &[u8]) -> VersionTuple {
-    VersionTuple::new(
-        CodeLayer::from_module(code),
-        ModelLayer::new("provider", "model", "1"),
-        PromptLayer::from_prompt("prompt", &[]),
-        ToolsLayer::from_definitions(&serde_json::json!([])),
-    )
-}
+    use caxton_core::{
+        Clock, CodeLayer, DeploymentStore, LifecycleEvent, ManualClock, MemoryStore, ModelLayer,
+        NewDeployment, PromptLayer, ToolsLayer, TrafficControl, VersionTuple,
+    };
+    use caxton_strategies::sim::{SimChecks, SimTraffic, SyntheticMetrics};
+    use caxton_strategies::{Commands, RolloutDriver};
 
-struct Joints {
-    clock: Arc<dyn Clock>,
-    store: Arc<MemoryStore>,
-    traffic: SimTraffic,
-    agent: AgentId,
-}
+    use super::*;
 
-async fn joints() -> Joints {
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::auto_advancing(Timestamp::EPOCH));
-    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
-    let traffic = SimTraffic::new(clock.clone());
-    let agent = AgentId::new("processor").unwrap();
-    let v1 = store
-        .create(
-            NewDeployment::builder(agent.clone(), version(b"v1"))
-                .id(id("v1"))
-                .build(),
+    fn version(code: &[u8]) -> VersionTuple {
+        VersionTuple::new(
+            CodeLayer::from_module(code),
+            ModelLayer::new("provider", "model", "1"),
+            PromptLayer::from_prompt("prompt", &[]),
+            ToolsLayer::from_definitions(&serde_json::json!([])),
         )
-        .await
-        .unwrap();
-    for event in [
-        LifecycleEvent::BeginValidation,
-        LifecycleEvent::ValidationPassed,
-        LifecycleEvent::WarmUpPassed,
-    ] {
-        store
-            .transition(&agent, &v1.id, event, "earlier")
+    }
+
+    struct Joints {
+        clock: Arc<dyn Clock>,
+        store: Arc<MemoryStore>,
+        traffic: SimTraffic,
+        agent: AgentId,
+    }
+
+    async fn joints() -> Joints {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::auto_advancing(Timestamp::EPOCH));
+        let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+        let traffic = SimTraffic::new(clock.clone());
+        let agent = AgentId::new("processor").unwrap();
+        let v1 = store
+            .create(
+                NewDeployment::builder(agent.clone(), version(b"v1"))
+                    .id(id("v1"))
+                    .build(),
+            )
             .await
             .unwrap();
-    }
-    store
-        .promote_if_none(&agent, &v1.id, "first")
-        .await
-        .unwrap();
-    traffic.register(&agent, &v1.id).await.unwrap();
-    traffic.promote(&agent, &v1.id).await.unwrap();
-    Joints {
-        clock,
-        store,
-        traffic,
-        agent,
-    }
-}
-
-fn driver(joints: &Joints) -> RolloutDriver {
-    let metrics = SyntheticMetrics::new(joints.traffic.clone(), joints.agent.clone(), 1)
-        .with_profile(id("v1"), "rps=10".parse().unwrap())
-        .with_profile(id("v2"), "rps=10".parse().unwrap());
-    RolloutDriver::builder(
-        joints.store.clone(),
-        Arc::new(joints.traffic.clone()),
-        Arc::new(metrics),
-        joints.clock.clone(),
-        Arc::new(SimChecks::passing(joints.clock.clone())),
-    )
-    .max_duration(Duration::from_secs(3_600))
-    .build()
-}
-
-/// A strategy a host might write: straight to production once warm.
-#[derive(Debug, Default)]
-struct Straight {
-    stage: u8,
-}
-
-impl Strategy for Straight {
-    fn name(&self) -> &str {
-        "straight"
-    }
-
-    fn step(&mut self, _input: StepInput<'_>) -> Vec<Directive> {
-        self.stage += 1;
-        match self.stage {
-            1 => vec![Directive::Validate {
-                timeout: Duration::from_secs(5),
-            }],
-            2 => vec![Directive::WarmUp {
-                timeout: Duration::from_secs(5),
-            }],
-            _ => vec![Directive::Promote, Directive::Finish(Outcome::Promoted)],
+        for event in [
+            LifecycleEvent::BeginValidation,
+            LifecycleEvent::ValidationPassed,
+            LifecycleEvent::WarmUpPassed,
+        ] {
+            store
+                .transition(&agent, &v1.id, event, "earlier")
+                .await
+                .unwrap();
+        }
+        store
+            .promote_if_none(&agent, &v1.id, "first")
+            .await
+            .unwrap();
+        traffic.register(&agent, &v1.id).await.unwrap();
+        traffic.promote(&agent, &v1.id).await.unwrap();
+        Joints {
+            clock,
+            store,
+            traffic,
+            agent,
         }
     }
-}
 
-/// A strategy that never finishes.
-#[derive(Debug)]
-struct Forever;
-
-impl Strategy for Forever {
-    fn name(&self) -> &str {
-        "forever"
+    fn driver(joints: &Joints) -> RolloutDriver {
+        let metrics = SyntheticMetrics::new(joints.traffic.clone(), joints.agent.clone(), 1)
+            .with_profile(id("v1"), "rps=10".parse().unwrap())
+            .with_profile(id("v2"), "rps=10".parse().unwrap());
+        RolloutDriver::builder(
+            joints.store.clone(),
+            Arc::new(joints.traffic.clone()),
+            Arc::new(metrics),
+            joints.clock.clone(),
+            Arc::new(SimChecks::passing(joints.clock.clone())),
+        )
+        .max_duration(Duration::from_secs(3_600))
+        .build()
     }
 
-    fn step(&mut self, input: StepInput<'_>) -> Vec<Directive> {
-        vec![Directive::WaitUntil(input.now + Duration::from_secs(600))]
+    /// A strategy a host might write: straight to production once warm.
+    #[derive(Debug, Default)]
+    struct Straight {
+        stage: u8,
     }
-}
 
-#[test]
-fn a_strategy_written_by_a_host_runs_through_the_driver() {
-    futures::executor::block_on(async {
-        let joints = joints().await;
-        let new = NewDeployment::builder(joints.agent.clone(), version(b"v2"))
-            .id(id("v2"))
-            .build();
-        let report = driver(&joints)
-            .run(new, Box::new(Straight::default()), Commands::none())
-            .await
-            .unwrap();
-        assert_eq!(report.outcome, Outcome::Promoted);
-        assert_eq!(report.strategy, "straight");
-        let v2 = joints.store.get(&joints.agent, &id("v2")).await.unwrap();
-        assert!(v2.is_production);
-        assert_eq!(v2.strategy, "straight");
-        assert_eq!(joints.traffic.production(&joints.agent), Some(id("v2")));
-    });
-}
+    impl Strategy for Straight {
+        fn name(&self) -> &str {
+            "straight"
+        }
 
-#[test]
-fn the_driver_aborts_a_strategy_that_never_finishes() {
-    futures::executor::block_on(async {
-        let joints = joints().await;
-        let new = NewDeployment::builder(joints.agent.clone(), version(b"v2"))
-            .id(id("v2"))
-            .build();
-        let report = driver(&joints)
-            .run(new, Box::new(Forever), Commands::none())
-            .await
-            .unwrap();
-        assert_eq!(
-            report.outcome.reason().map(|r| r.kind),
-            Some(ReasonKind::Timeout)
-        );
-        assert!(report.duration() > Duration::from_secs(3_600));
-        // The candidate never got past Pending: it is hidden, production is untouched.
-        let v2 = joints.store.get(&joints.agent, &id("v2")).await.unwrap();
-        assert!(v2.is_deleted());
-        assert_eq!(
-            joints
-                .store
-                .production(&joints.agent)
+        fn step(&mut self, _input: StepInput<'_>) -> Vec<Directive> {
+            self.stage += 1;
+            match self.stage {
+                1 => vec![Directive::Validate {
+                    timeout: Duration::from_secs(5),
+                }],
+                2 => vec![Directive::WarmUp {
+                    timeout: Duration::from_secs(5),
+                }],
+                _ => vec![Directive::Promote, Directive::Finish(Outcome::Promoted)],
+            }
+        }
+    }
+
+    /// A strategy that never finishes.
+    #[derive(Debug)]
+    struct Forever;
+
+    impl Strategy for Forever {
+        fn name(&self) -> &str {
+            "forever"
+        }
+
+        fn step(&mut self, input: StepInput<'_>) -> Vec<Directive> {
+            vec![Directive::WaitUntil(input.now + Duration::from_secs(600))]
+        }
+    }
+
+    #[test]
+    fn a_strategy_written_by_a_host_runs_through_the_driver() {
+        futures::executor::block_on(async {
+            let joints = joints().await;
+            let new = NewDeployment::builder(joints.agent.clone(), version(b"v2"))
+                .id(id("v2"))
+                .build();
+            let report = driver(&joints)
+                .run(new, Box::new(Straight::default()), Commands::none())
                 .await
-                .unwrap()
-                .map(|d| d.id),
-            Some(id("v1"))
-        );
-    });
-}
+                .unwrap();
+            assert_eq!(report.outcome, Outcome::Promoted);
+            assert_eq!(report.strategy, "straight");
+            let v2 = joints.store.get(&joints.agent, &id("v2")).await.unwrap();
+            assert!(v2.is_production);
+            assert_eq!(v2.strategy, "straight");
+            assert_eq!(joints.traffic.production(&joints.agent), Some(id("v2")));
+        });
+    }
 
-#[test]
-fn commands_reach_a_rollout_through_the_channel() {
-    futures::executor::block_on(async {
-        let joints = joints().await;
-        let (sender, commands) = Commands::channel();
-        sender
-            .send(Command::Abort {
-                reason: "operator said so".into(),
-            })
-            .unwrap();
-        let new = NewDeployment::builder(joints.agent.clone(), version(b"v2"))
-            .id(id("v2"))
+    #[test]
+    fn the_driver_aborts_a_strategy_that_never_finishes() {
+        futures::executor::block_on(async {
+            let joints = joints().await;
+            let new = NewDeployment::builder(joints.agent.clone(), version(b"v2"))
+                .id(id("v2"))
+                .build();
+            let report = driver(&joints)
+                .run(new, Box::new(Forever), Commands::none())
+                .await
+                .unwrap();
+            assert_eq!(
+                report.outcome.reason().map(|r| r.kind),
+                Some(ReasonKind::Timeout)
+            );
+            assert!(report.duration() > Duration::from_secs(3_600));
+            // The candidate never got past Pending: it is hidden, production is untouched.
+            let v2 = joints.store.get(&joints.agent, &id("v2")).await.unwrap();
+            assert!(v2.is_deleted());
+            assert_eq!(
+                joints
+                    .store
+                    .production(&joints.agent)
+                    .await
+                    .unwrap()
+                    .map(|d| d.id),
+                Some(id("v1"))
+            );
+        });
+    }
+
+    #[test]
+    fn commands_reach_a_rollout_through_the_channel() {
+        futures::executor::block_on(async {
+            let joints = joints().await;
+            let (sender, commands) = Commands::channel();
+            sender
+                .send(Command::Abort {
+                    reason: "operator said so".into(),
+                })
+                .unwrap();
+            let new = NewDeployment::builder(joints.agent.clone(), version(b"v2"))
+                .id(id("v2"))
+                .build();
+            let strategy =
+                caxton_strategies::RolloutSpec::from_yaml("deployment:\n  strategy: canary\n")
+                    .unwrap()
+                    .strategy
+                    .build()
+                    .unwrap();
+            let report = driver(&joints).run(new, strategy, commands).await.unwrap();
+            assert_eq!(report.outcome.as_str(), "aborted");
+            assert!(
+                report
+                    .outcome
+                    .reason()
+                    .unwrap()
+                    .message
+                    .contains("operator said so")
+            );
+            drop(sender);
+        });
+    }
+
+    #[test]
+    fn a_first_deployment_is_promoted_without_steps() {
+        futures::executor::block_on(async {
+            let clock: Arc<dyn Clock> = Arc::new(ManualClock::auto_advancing(Timestamp::EPOCH));
+            let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+            let traffic = SimTraffic::new(clock.clone());
+            let metrics = SyntheticMetrics::new(traffic.clone(), AgentId::new("fresh").unwrap(), 1);
+            let driver = RolloutDriver::builder(
+                store.clone(),
+                Arc::new(traffic.clone()),
+                Arc::new(metrics),
+                clock.clone(),
+                Arc::new(SimChecks::passing(clock.clone())),
+            )
             .build();
-        let strategy =
-            caxton_strategies::RolloutSpec::from_yaml("deployment:\n  strategy: canary\n")
+            for kind in ["canary", "blue-green", "shadow", "rainbow", "direct"] {
+                let strategy = caxton_strategies::RolloutSpec::from_yaml(&format!(
+                    "deployment:\n  strategy: {kind}\n"
+                ))
                 .unwrap()
                 .strategy
                 .build()
                 .unwrap();
-        let report = driver(&joints).run(new, strategy, commands).await.unwrap();
-        assert_eq!(report.outcome.as_str(), "aborted");
-        assert!(
-            report
-                .outcome
-                .reason()
-                .unwrap()
-                .message
-                .contains("operator said so")
-        );
-        drop(sender);
-    });
-}
-
-#[test]
-fn a_first_deployment_is_promoted_without_steps() {
-    futures::executor::block_on(async {
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::auto_advancing(Timestamp::EPOCH));
-        let store = Arc::new(MemoryStore::with_clock(clock.clone()));
-        let traffic = SimTraffic::new(clock.clone());
-        let metrics = SyntheticMetrics::new(traffic.clone(), AgentId::new("fresh").unwrap(), 1);
-        let driver = RolloutDriver::builder(
-            store.clone(),
-            Arc::new(traffic.clone()),
-            Arc::new(metrics),
-            clock.clone(),
-            Arc::new(SimChecks::passing(clock.clone())),
-        )
-        .build();
-        for kind in ["canary", "blue-green", "shadow", "rainbow", "direct"] {
-            let strategy = caxton_strategies::RolloutSpec::from_yaml(&format!(
-                "deployment:\n  strategy: {kind}\n"
-            ))
-            .unwrap()
-            .strategy
-            .build()
-            .unwrap();
-            let agent = AgentId::new(format!("fresh-{kind}")).unwrap();
-            let new = NewDeployment::builder(agent.clone(), version(b"v1"))
-                .id(id(&format!("{kind}-v1")))
-                .build();
-            let report = driver.run(new, strategy, Commands::none()).await.unwrap();
-            assert_eq!(report.outcome, Outcome::Promoted, "{kind}");
-            assert_eq!(report.baseline, None);
-            assert_eq!(
-                store.production(&agent).await.unwrap().map(|d| d.id),
-                Some(id(&format!("{kind}-v1")))
-            );
-            assert_eq!(traffic.production(&agent), Some(id(&format!("{kind}-v1"))));
-        }
-    });
+                let agent = AgentId::new(format!("fresh-{kind}")).unwrap();
+                let new = NewDeployment::builder(agent.clone(), version(b"v1"))
+                    .id(id(&format!("{kind}-v1")))
+                    .build();
+                let report = driver.run(new, strategy, Commands::none()).await.unwrap();
+                assert_eq!(report.outcome, Outcome::Promoted, "{kind}");
+                assert_eq!(report.baseline, None);
+                assert_eq!(
+                    store.production(&agent).await.unwrap().map(|d| d.id),
+                    Some(id(&format!("{kind}-v1")))
+                );
+                assert_eq!(traffic.production(&agent), Some(id(&format!("{kind}-v1"))));
+            }
+        });
+    }
 }

@@ -2,7 +2,7 @@
 //! could not run, `✓`/`✗`/`→` lines for people and JSON lines for machines.
 //!
 //! A subcommand's `run` returns [`Verdict`] or [`Failure`]; `main` turns that into the
-//! exit code of DESIGN.md's command-line contract with [`exit`].
+//! exit code of the command-line contract (`docs/architecture.md`) with [`exit`].
 
 use std::fmt::Display;
 use std::io::{self, Write};

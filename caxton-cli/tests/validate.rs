@@ -1,5 +1,5 @@
 //! `caxton validate`, run as a user would: exit 0 accepted, 1 rejected, 2 could not run
-//! with a one-line reason; `--json` in the layout of DESIGN.md.
+//! with a one-line reason; `--json` prints the validation report as JSON.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -221,7 +221,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The table of DESIGN.md, written out independently of `apply`.
+    /// The lifecycle of `docs/architecture.md`, written out independently of `apply`.
     fn expected(from: LifecycleState, event: LifecycleEvent) -> Option<LifecycleState> {
         use LifecycleEvent::*;
         use LifecycleState::*;

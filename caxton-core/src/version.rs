@@ -501,8 +501,8 @@ pub trait RiskPolicy: Send + Sync {
     fn assess(&self, diff: &VersionDiff) -> RiskAssessment;
 }
 
-/// The policy of DESIGN.md: a change to model, prompt or tools is high risk and calls for a
-/// progressive rollout; a code-only change is low risk.
+/// The default policy (see `docs/architecture.md`): a change to model, prompt or tools is
+/// high risk and calls for a progressive rollout; a code-only change is low risk.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultRiskPolicy;
 

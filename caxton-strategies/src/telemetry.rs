@@ -1,5 +1,5 @@
 //! Spans named after rollout stages (`canary.5_percent`, `blue_green.cleanup`) and the
-//! metrics of DESIGN.md's observability section.
+//! metrics listed under Observability in `docs/architecture.md`.
 //!
 //! `tracing` names spans with `&'static str` at compile time, but stage names come from
 //! the rollout (a canary step of 12.5 % is `canary.12_5_percent`). Each distinct stage

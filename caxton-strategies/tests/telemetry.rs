@@ -1,4 +1,4 @@
-//! The spans and metrics of DESIGN.md's observability section.
+//! The spans and metrics listed under Observability in `docs/architecture.md`.
 
 use std::sync::{Arc, Mutex};
 

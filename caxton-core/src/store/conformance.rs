@@ -1,5 +1,5 @@
 //! The conformance suite of [`DeploymentStore`]: any store that passes it has the
-//! registry semantics of DESIGN.md.
+//! registry semantics described in `docs/architecture.md`.
 //!
 //! Each check takes a fresh, empty store and panics with a message naming the broken
 //! rule. Run them all with [`run_all`]:

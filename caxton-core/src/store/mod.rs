@@ -1,7 +1,7 @@
 //! The deployment registry: the trait every store implements, and its errors.
 //!
-//! The semantics are those of DESIGN.md's joints, and the conformance suite
-//! (`conformance`, behind the `test-util` feature) checks them for any store:
+//! The semantics are those of the registry in `docs/architecture.md`, and the conformance
+//! suite (`conformance`, behind the `test-util` feature) checks them for any store:
 //!
 //! - reads are scoped to the agent: another agent's deployment is "not found";
 //! - listings are newest first and hide soft-deleted deployments unless asked;

@@ -77,7 +77,7 @@ pub use deployment::{Deployment, DeploymentMetadata, NewDeployment, NewDeploymen
 pub use id::{AgentId, DeploymentId, IdError, IdKind, SessionId};
 pub use lifecycle::{IllegalTransition, LifecycleEvent, LifecycleState};
 pub use metrics::{InMemoryMetrics, MetricWindow, MetricsError, MetricsSource, Observation};
-pub use runtime::{AgentError, AgentHealth, AgentRuntime, LoadSpec};
+pub use runtime::{AgentError, AgentHealth, AgentReply, AgentRuntime, LoadSpec, ReplyStats};
 pub use store::{
     BackendError, DeploymentStore, ListCursor, ListQuery, MemoryStore, Page, Promotion, Rollback,
     RollbackTarget,

@@ -1,16 +1,20 @@
 //! The agent runtime as a joint: load a version, warm it up, handle messages.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::id::{AgentId, DeploymentId, SessionId};
-use crate::version::VersionTuple;
+use crate::version::{Digest, VersionTuple};
 
 /// Everything a runtime needs to load one deployment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` output shows the configuration's keys but never its values (they may be
+/// secrets), and the module's length and digest instead of its bytes.
+#[derive(Clone, PartialEq, Eq)]
 pub struct LoadSpec {
     /// The agent.
     pub agent: AgentId,
@@ -23,10 +27,13 @@ pub struct LoadSpec {
     /// Configuration the agent reads through `caxton.config`: the model, prompt and tools
     /// layers and host settings.
     pub config: BTreeMap<String, String>,
+    /// Names of host-wide secrets (the runtime's shared configuration) this deployment may
+    /// read through `caxton.config`; every other host-wide key reads as absent to it.
+    pub granted_secrets: BTreeSet<String>,
 }
 
 impl LoadSpec {
-    /// A spec with no configuration.
+    /// A spec with no configuration and no secrets granted.
     pub fn new(
         agent: AgentId,
         deployment: DeploymentId,
@@ -39,6 +46,7 @@ impl LoadSpec {
             version,
             module: module.into(),
             config: BTreeMap::new(),
+            granted_secrets: BTreeSet::new(),
         }
     }
 
@@ -47,6 +55,51 @@ impl LoadSpec {
         self.config.insert(key.into(), value.into());
         self
     }
+
+    /// Lets the deployment read the host-wide secret `name`.
+    pub fn grant_secret(mut self, name: impl Into<String>) -> Self {
+        self.granted_secrets.insert(name.into());
+        self
+    }
+}
+
+impl fmt::Debug for LoadSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Config values may be secrets and the module may be megabytes: neither is printed.
+        f.debug_struct("LoadSpec")
+            .field("agent", &self.agent)
+            .field("deployment", &self.deployment)
+            .field("version", &self.version)
+            .field("module_bytes", &self.module.len())
+            .field(
+                "module_digest",
+                &format_args!("{}", Digest::of(&self.module)),
+            )
+            .field("config_keys", &self.config.keys().collect::<Vec<_>>())
+            .field("granted_secrets", &self.granted_secrets)
+            .finish()
+    }
+}
+
+/// What one message cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplyStats {
+    /// Wall-clock time the runtime spent on the message, from the call to the reply,
+    /// starting an instance included.
+    pub latency: Duration,
+    /// Fuel the agent burnt, when the runtime meters fuel.
+    pub fuel_consumed: Option<u64>,
+    /// The agent's memory after the message, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// A reply and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentReply {
+    /// The reply's bytes.
+    pub bytes: Vec<u8>,
+    /// What the message cost.
+    pub stats: ReplyStats,
 }
 
 /// How a loaded deployment is doing.
@@ -55,7 +108,8 @@ impl LoadSpec {
 pub struct AgentHealth {
     /// Warm-up passed; the deployment may take messages.
     pub ready: bool,
-    /// Loaded and not being unloaded.
+    /// Loaded, not being unloaded, and not failing every message: see
+    /// [`AgentRuntime::health`].
     pub live: bool,
     /// Messages handled, successful or not.
     pub messages: u64,
@@ -69,6 +123,7 @@ pub struct AgentHealth {
 }
 
 /// Runs agents. `caxton-wasm` implements it on wasmtime; a host may run agents elsewhere.
+/// Hosts hold it as `Arc<dyn AgentRuntime>`.
 ///
 /// Methods block for at most the runtime's per-message deadline; async hosts call them
 /// from a blocking-capable thread.
@@ -82,22 +137,40 @@ pub trait AgentRuntime: Send + Sync {
     /// is ready for messages.
     fn warm_up(&self, deployment: &DeploymentId) -> Result<(), AgentError>;
 
-    /// Handles one message, inside `session` when given, and returns the reply bytes.
+    /// Handles one message, inside `session` when given, and returns the reply with what
+    /// it cost.
     fn handle(
         &self,
         deployment: &DeploymentId,
         session: Option<&SessionId>,
         message: &[u8],
-    ) -> Result<Vec<u8>, AgentError>;
+    ) -> Result<AgentReply, AgentError>;
 
     /// Ends a session and frees its instance; returns whether it existed.
     fn end_session(&self, deployment: &DeploymentId, session: &SessionId) -> bool;
 
     /// How a deployment is doing; `None` when it is not loaded.
+    ///
+    /// `ready` turns true once warm-up passes. `live` is false while the deployment is
+    /// being unloaded, and after a run of consecutive failures that were the agent's
+    /// fault ([`AgentError::is_agent_fault`]: traps and limits, in warm-up or on
+    /// messages) with no success in between; the length of that run is the runtime's
+    /// to set. Other failures (refusals by the host) neither count nor break the run. A
+    /// deployment that is not live still takes messages, and one success makes it live
+    /// again; a host that sees it stay down replaces or unloads it.
     fn health(&self, deployment: &DeploymentId) -> Option<AgentHealth>;
+
+    /// The deployments loaded, in no particular order.
+    fn loaded(&self) -> Vec<DeploymentId>;
 
     /// Stops taking messages for a deployment, lets running ones finish, and frees it.
     fn unload(&self, deployment: &DeploymentId) -> Result<(), AgentError>;
+
+    /// Drops instances of sessions idle past the runtime's timeout; returns how many.
+    /// Default: 0.
+    fn evict_idle_sessions(&self) -> usize {
+        0
+    }
 }
 
 /// Why a runtime could not load, warm up or run a deployment. The failed instance is
@@ -296,6 +369,44 @@ mod tests {
             text.contains("proc-v2") && text.contains("70000") && text.contains("65536"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn load_spec_debug_hides_config_values_and_module_bytes() {
+        use crate::version::{CodeLayer, ModelLayer, PromptLayer, ToolsLayer};
+        let module = b"\0asm-module-bytes-0123456789".to_vec();
+        let version = VersionTuple::new(
+            CodeLayer::from_module(&module),
+            ModelLayer::new("anthropic", "claude-sonnet", "2026-01-01"),
+            PromptLayer::from_prompt("You process orders.", &[]),
+            ToolsLayer::from_json("[]").unwrap(),
+        );
+        let spec = LoadSpec::new(
+            AgentId::new("processor").unwrap(),
+            DeploymentId::new("proc-v1").unwrap(),
+            version,
+            module.clone(),
+        )
+        .with_config("api_token", "hunter2-value")
+        .grant_secret("api-key");
+        assert!(spec.granted_secrets.contains("api-key"));
+        let text = format!("{spec:?}");
+        for shown in [
+            "proc-v1",
+            "api_token",
+            "api-key",
+            &module.len().to_string(),
+            &Digest::of(&module).to_string(),
+        ] {
+            assert!(text.contains(shown), "`{shown}` missing in {text}");
+        }
+        assert!(!text.contains("hunter2"), "a config value leaked: {text}");
+        assert!(
+            !text.contains("module-bytes"),
+            "module bytes leaked: {text}"
+        );
+        // The bytes as a list of numbers (the derived form) must not appear either.
+        assert!(!text.contains("[0, 97"), "module bytes leaked: {text}");
     }
 
     #[test]

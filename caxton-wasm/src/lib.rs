@@ -63,7 +63,7 @@
 //!
 //! let session = SessionId::new("s-1")?;
 //! let reply = runtime.handle(&deployment, Some(&session), b"Ada")?;
-//! assert_eq!(reply, b"hello, Ada");
+//! assert_eq!(reply.bytes, b"hello, Ada");
 //! assert!(runtime.health(&deployment).unwrap().ready);
 //! runtime.unload(&deployment)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())

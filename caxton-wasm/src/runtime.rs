@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use caxton_core::{
-    AgentError, AgentHealth, AgentId, AgentRuntime, Clock, DeploymentId, Digest, LoadSpec,
-    SessionId, SystemClock, Timestamp,
+    AgentError, AgentHealth, AgentId, AgentReply, AgentRuntime, Clock, DeploymentId, Digest,
+    LoadSpec, ReplyStats, SessionId, SystemClock, Timestamp,
 };
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -44,6 +44,7 @@ pub struct WasmRuntimeBuilder {
     shared_config: Option<Arc<ConfigSource>>,
     session_idle_timeout: Option<Duration>,
     max_pooled_instances: usize,
+    max_consecutive_failures: u32,
 }
 
 impl WasmRuntimeBuilder {
@@ -78,6 +79,15 @@ impl WasmRuntimeBuilder {
         self
     }
 
+    /// After this many consecutive failures of a deployment that were the agent's fault
+    /// (traps and limits, see [`AgentError::is_agent_fault`]) with no success in between,
+    /// its health reports it not live; a success makes it live again. `0` never reports
+    /// a deployment down for its failures. Default 5.
+    pub fn max_consecutive_failures(mut self, count: u32) -> Self {
+        self.max_consecutive_failures = count;
+        self
+    }
+
     /// The runtime.
     pub fn build(self) -> WasmRuntime {
         WasmRuntime {
@@ -88,6 +98,7 @@ impl WasmRuntimeBuilder {
                 shared_config: self.shared_config,
                 session_idle_timeout: self.session_idle_timeout,
                 max_pooled_instances: self.max_pooled_instances,
+                max_consecutive_failures: self.max_consecutive_failures,
                 deployments: DashMap::new(),
             }),
         }
@@ -119,6 +130,9 @@ pub struct DeploymentStats {
 /// - A failed instance (trap, limit, bad reply) is discarded. When it served a session, the
 ///   session's next message starts a fresh instance: the session goes on, its earlier state
 ///   is lost, a warning is logged and [`DeploymentStats::sessions_reset`] counts it.
+/// - A deployment whose last [`max_consecutive_failures`](WasmRuntimeBuilder::max_consecutive_failures)
+///   messages (or warm-ups) all failed by the agent's fault is reported not live by
+///   [`health`](AgentRuntime::health) until one succeeds.
 /// - Loading compiles outside any lock, so versions already loaded keep serving; versions
 ///   serve side by side. [`unload`](AgentRuntime::unload) refuses new messages at once and
 ///   returns when the messages in flight have finished.
@@ -138,6 +152,7 @@ struct RuntimeInner {
     shared_config: Option<Arc<ConfigSource>>,
     session_idle_timeout: Option<Duration>,
     max_pooled_instances: usize,
+    max_consecutive_failures: u32,
     deployments: DashMap<DeploymentId, Arc<Loaded>>,
 }
 
@@ -162,6 +177,11 @@ struct Loaded {
     pool: Mutex<Vec<AgentInstance>>,
     messages: AtomicU64,
     traps: AtomicU64,
+    /// Agent-fault failures since the last success.
+    consecutive_failures: AtomicU64,
+    /// The run of [`consecutive_failures`](Loaded::consecutive_failures) that makes the
+    /// deployment not live; 0 for never.
+    max_consecutive_failures: u32,
     instances_started: AtomicU64,
     sessions_reset: AtomicU64,
     last_sweep: Mutex<Timestamp>,
@@ -236,12 +256,43 @@ impl Loaded {
 
     fn record(&self, result: &Result<Reply, AgentError>) {
         self.messages.fetch_add(1, Ordering::Relaxed);
-        if let Err(err) = result {
-            if err.is_agent_fault() || matches!(err, AgentError::AbiViolation { .. }) {
-                self.traps.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(_) => self.record_success(),
+            Err(err) => {
+                if err.is_agent_fault() || matches!(err, AgentError::AbiViolation { .. }) {
+                    self.traps.fetch_add(1, Ordering::Relaxed);
+                }
+                self.record_failure(err);
             }
-            *lock(&self.last_error) = Some(err.to_string());
         }
+    }
+
+    fn record_success(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    fn record_failure(&self, err: &AgentError) {
+        // Refusals by the host say nothing about the agent: they neither count nor reset.
+        if err.is_agent_fault() {
+            let run = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            let limit = u64::from(self.max_consecutive_failures);
+            if limit > 0 && run == limit {
+                tracing::warn!(
+                    target: "caxton::wasm",
+                    agent = %self.agent,
+                    deployment = %self.deployment(),
+                    failures = run,
+                    error = %err,
+                    "deployment failed this many times in a row and is reported not live"
+                );
+            }
+        }
+        *lock(&self.last_error) = Some(err.to_string());
+    }
+
+    fn failing(&self) -> bool {
+        let limit = u64::from(self.max_consecutive_failures);
+        limit > 0 && self.consecutive_failures.load(Ordering::Relaxed) >= limit
     }
 
     fn handle_pooled(&self, message: &[u8], max_pooled: usize) -> Result<Reply, AgentError> {
@@ -359,7 +410,7 @@ impl Loaded {
     fn health(&self) -> AgentHealth {
         AgentHealth {
             ready: self.ready.load(Ordering::Acquire),
-            live: !self.unloading.load(Ordering::SeqCst),
+            live: !self.unloading.load(Ordering::SeqCst) && !self.failing(),
             messages: self.messages.load(Ordering::Relaxed),
             traps: self.traps.load(Ordering::Relaxed),
             sessions: self.live_sessions(),
@@ -383,6 +434,7 @@ impl WasmRuntime {
             shared_config: None,
             session_idle_timeout: None,
             max_pooled_instances: 4,
+            max_consecutive_failures: 5,
         }
     }
 
@@ -409,15 +461,6 @@ impl WasmRuntime {
             .map(|loaded| loaded.config.clone())
     }
 
-    /// The deployments loaded, in no particular order.
-    pub fn loaded(&self) -> Vec<DeploymentId> {
-        self.inner
-            .deployments
-            .iter()
-            .map(|entry| entry.key().clone())
-            .collect()
-    }
-
     /// Counters of a loaded deployment.
     pub fn stats(&self, deployment: &DeploymentId) -> Option<DeploymentStats> {
         let loaded = self.get(deployment).ok()?;
@@ -429,26 +472,6 @@ impl WasmRuntime {
             pooled_instances: lock(&loaded.pool).len(),
             in_flight: loaded.in_flight.load(Ordering::SeqCst),
         })
-    }
-
-    /// Drops the instances of sessions idle for the configured timeout (sessions busy with
-    /// a message are never idle); returns how many. Also done now and then as new sessions
-    /// start. Does nothing without a timeout.
-    pub fn evict_idle_sessions(&self) -> usize {
-        let Some(timeout) = self.inner.session_idle_timeout else {
-            return 0;
-        };
-        let now = self.inner.clock.now();
-        let loaded: Vec<Arc<Loaded>> = self
-            .inner
-            .deployments
-            .iter()
-            .map(|entry| entry.value().clone())
-            .collect();
-        loaded
-            .iter()
-            .map(|loaded| loaded.evict_idle(now, timeout))
-            .sum()
     }
 
     fn version_config(spec: &LoadSpec) -> BTreeMap<String, String> {
@@ -479,26 +502,6 @@ impl WasmRuntime {
 }
 
 impl WasmRuntime {
-    /// [`AgentRuntime::handle`], returning what the message cost with the reply: fuel
-    /// (when the engine meters it), linear memory after the message and wall time. Hosts
-    /// record these as the `fuel_per_message` and `memory_bytes` metrics a shadow run
-    /// compares.
-    pub fn handle_with_stats(
-        &self,
-        deployment: &DeploymentId,
-        session: Option<&SessionId>,
-        message: &[u8],
-    ) -> Result<Reply, AgentError> {
-        let loaded = self.get(deployment)?;
-        let _in_flight = loaded.enter()?;
-        let result = match session {
-            Some(session) => loaded.handle_in_session(session, message, &self.inner),
-            None => loaded.handle_pooled(message, self.inner.max_pooled_instances),
-        };
-        loaded.record(&result);
-        result
-    }
-
     /// Loads a deployment like [`AgentRuntime::load`], with its own instance limits instead
     /// of the runtime's.
     pub fn load_with_limits(
@@ -556,6 +559,8 @@ impl WasmRuntime {
             pool: Mutex::new(Vec::new()),
             messages: AtomicU64::new(0),
             traps: AtomicU64::new(0),
+            consecutive_failures: AtomicU64::new(0),
+            max_consecutive_failures: self.inner.max_consecutive_failures,
             instances_started: AtomicU64::new(0),
             sessions_reset: AtomicU64::new(0),
             last_sweep: Mutex::new(self.inner.clock.now()),
@@ -597,11 +602,12 @@ impl AgentRuntime for WasmRuntime {
                     pool.push(instance);
                 }
                 loaded.ready.store(true, Ordering::Release);
+                loaded.record_success();
                 Ok(())
             }
             Err(err) => {
                 loaded.traps.fetch_add(1, Ordering::Relaxed);
-                *lock(&loaded.last_error) = Some(err.to_string());
+                loaded.record_failure(&err);
                 Err(err)
             }
         }
@@ -612,9 +618,24 @@ impl AgentRuntime for WasmRuntime {
         deployment: &DeploymentId,
         session: Option<&SessionId>,
         message: &[u8],
-    ) -> Result<Vec<u8>, AgentError> {
-        self.handle_with_stats(deployment, session, message)
-            .map(|reply| reply.bytes)
+    ) -> Result<AgentReply, AgentError> {
+        let started = Instant::now();
+        let loaded = self.get(deployment)?;
+        let _in_flight = loaded.enter()?;
+        let result = match session {
+            Some(session) => loaded.handle_in_session(session, message, &self.inner),
+            None => loaded.handle_pooled(message, self.inner.max_pooled_instances),
+        };
+        loaded.record(&result);
+        let reply = result?;
+        Ok(AgentReply {
+            bytes: reply.bytes,
+            stats: ReplyStats {
+                latency: started.elapsed(),
+                fuel_consumed: reply.stats.fuel_consumed,
+                memory_bytes: reply.stats.memory_bytes,
+            },
+        })
     }
 
     fn end_session(&self, deployment: &DeploymentId, session: &SessionId) -> bool {
@@ -633,6 +654,14 @@ impl AgentRuntime for WasmRuntime {
 
     fn health(&self, deployment: &DeploymentId) -> Option<AgentHealth> {
         self.get(deployment).ok().map(|loaded| loaded.health())
+    }
+
+    fn loaded(&self) -> Vec<DeploymentId> {
+        self.inner
+            .deployments
+            .iter()
+            .map(|entry| entry.key().clone())
+            .collect()
     }
 
     fn unload(&self, deployment: &DeploymentId) -> Result<(), AgentError> {
@@ -667,5 +696,25 @@ impl AgentRuntime for WasmRuntime {
             "deployment unloaded"
         );
         Ok(())
+    }
+
+    /// Drops the instances of sessions idle for the configured timeout (sessions busy with
+    /// a message are never idle); returns how many. Also done now and then as new sessions
+    /// start. Does nothing without a timeout.
+    fn evict_idle_sessions(&self) -> usize {
+        let Some(timeout) = self.inner.session_idle_timeout else {
+            return 0;
+        };
+        let now = self.inner.clock.now();
+        let loaded: Vec<Arc<Loaded>> = self
+            .inner
+            .deployments
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
+        loaded
+            .iter()
+            .map(|loaded| loaded.evict_idle(now, timeout))
+            .sum()
     }
 }

@@ -39,8 +39,9 @@ fn session_state_is_kept_within_a_session_and_separate_between_sessions() {
     let runtime = runtime();
     let counter = ready(&runtime, "counter", "counter-v1", Fixture::Counter.wasm());
     let (a, b) = (session("a"), session("b"));
-    let send =
-        |s: &SessionId| String::from_utf8(runtime.handle(&counter, Some(s), b"").unwrap()).unwrap();
+    let send = |s: &SessionId| {
+        String::from_utf8(runtime.handle(&counter, Some(s), b"").unwrap().bytes).unwrap()
+    };
     assert_eq!(send(&a), "1");
     assert_eq!(send(&a), "2");
     assert_eq!(send(&b), "1");
@@ -77,7 +78,7 @@ fn messages_need_a_loaded_and_warmed_up_deployment() {
     let health = runtime.health(&id).unwrap();
     assert!(health.live && !health.ready);
     runtime.warm_up(&id).unwrap();
-    assert_eq!(runtime.handle(&id, None, b"x").unwrap(), b"x");
+    assert_eq!(runtime.handle(&id, None, b"x").unwrap().bytes, b"x");
     assert!(matches!(
         runtime.load(spec("echo", "echo-v1", Fixture::Echo.wasm())),
         Err(AgentError::AlreadyLoaded { .. })
@@ -135,7 +136,8 @@ fn config_change_is_seen_without_reloading() {
     let read = |key: &str| {
         let reply = runtime
             .handle(&id, Some(&s), &config_query(64, key))
-            .unwrap();
+            .unwrap()
+            .bytes;
         let (len, buffer) = config_answer(&reply);
         (len >= 0).then(|| String::from_utf8(buffer[..len as usize].to_vec()).unwrap())
     };
@@ -162,11 +164,11 @@ fn a_failed_session_instance_is_replaced_and_the_loss_is_visible() {
     let s = session("s");
     let good = caxton_wasm::abi::pack_reply(1024, 8).to_le_bytes();
     let bad = caxton_wasm::abi::pack_reply(1 << 20, 8).to_le_bytes();
-    assert_eq!(runtime.handle(&id, Some(&s), &good).unwrap(), good);
+    assert_eq!(runtime.handle(&id, Some(&s), &good).unwrap().bytes, good);
     let err = runtime.handle(&id, Some(&s), &bad).unwrap_err();
     assert!(matches!(err, AgentError::ReplyOutOfBounds { .. }), "{err}");
     // The session goes on, on a fresh instance.
-    assert_eq!(runtime.handle(&id, Some(&s), &good).unwrap(), good);
+    assert_eq!(runtime.handle(&id, Some(&s), &good).unwrap().bytes, good);
     let stats = runtime.stats(&id).unwrap();
     assert_eq!(stats.sessions_reset, 1);
     assert_eq!(stats.health.traps, 1);
@@ -190,8 +192,8 @@ fn idle_sessions_lose_their_instance() {
     assert_eq!(runtime.evict_idle_sessions(), 1);
     assert_eq!(runtime.health(&id).unwrap().sessions, 1);
     // `a` starts over; `b` kept its count.
-    assert_eq!(runtime.handle(&id, Some(&a), b"").unwrap(), b"1");
-    assert_eq!(runtime.handle(&id, Some(&b), b"").unwrap(), b"2");
+    assert_eq!(runtime.handle(&id, Some(&a), b"").unwrap().bytes, b"1");
+    assert_eq!(runtime.handle(&id, Some(&b), b"").unwrap().bytes, b"2");
 }
 
 #[test]
@@ -262,7 +264,7 @@ fn hostile_agents_do_not_disturb_a_well_behaved_one() {
         let reply = runtime
             .handle(&echo, Some(&session), message.as_bytes())
             .expect("the well-behaved agent answers");
-        assert_eq!(reply, message.as_bytes());
+        assert_eq!(reply.bytes, message.as_bytes());
         sent += 1;
     }
     stop.store(true, Ordering::Relaxed);
@@ -286,7 +288,7 @@ fn two_versions_answer_side_by_side() {
                 for i in 0..200 {
                     let message = format!("m{i}");
                     let reply = runtime.handle(&id, None, message.as_bytes()).unwrap();
-                    assert_eq!(reply, format!("{tag}{message}").as_bytes());
+                    assert_eq!(reply.bytes, format!("{tag}{message}").as_bytes());
                 }
             })
         })
@@ -313,7 +315,7 @@ fn loading_a_version_does_not_block_messages_to_another() {
     };
     let mut answered = 0;
     while !loading.is_finished() || answered < 50 {
-        assert_eq!(runtime.handle(&v1, None, b"x").unwrap(), b"v1:x");
+        assert_eq!(runtime.handle(&v1, None, b"x").unwrap().bytes, b"v1:x");
         answered += 1;
     }
     loading.join().unwrap();
@@ -359,7 +361,7 @@ fn unload_waits_for_in_flight_messages_and_refuses_new_ones() {
         panic!("a message was accepted during unload");
     }
     let unloaded_at = unloader.join().unwrap();
-    assert_eq!(in_flight.join().unwrap().unwrap(), b"done");
+    assert_eq!(in_flight.join().unwrap().unwrap().bytes, b"done");
     assert!(
         unloaded_at.duration_since(unload_started) >= Duration::from_millis(150),
         "unload returned before the in-flight message could have finished"
@@ -369,4 +371,132 @@ fn unload_waits_for_in_flight_messages_and_refuses_new_ones() {
         runtime.handle(&slow, None, b"").unwrap_err(),
         AgentError::NotLoaded { deployment: slow }
     );
+}
+
+/// Echoes its message, but traps (`unreachable`) on a message starting with a zero byte.
+const TRAPS_ON_ZERO: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "caxton_alloc") (param $len i32) (result i32)
+    (if (i32.gt_u (local.get $len) (i32.const 60000)) (then unreachable))
+    (i32.const 1024))
+  (func (export "caxton_handle") (param $ptr i32) (param $len i32) (result i64)
+    (if (i32.eqz (i32.load8_u (local.get $ptr))) (then unreachable))
+    (i64.or
+      (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
+      (i64.extend_i32_u (local.get $len)))))"#;
+
+#[test]
+fn repeated_agent_faults_turn_liveness_off_until_a_success() {
+    let runtime = WasmRuntime::builder(engine())
+        .limits(limits().max_message_bytes(100).build())
+        .max_consecutive_failures(3)
+        .build();
+    let id = ready(
+        &runtime,
+        "flaky",
+        "flaky-v1",
+        wat::parse_str(TRAPS_ON_ZERO).unwrap(),
+    );
+    let s = session("s");
+    let trap = |session: Option<&SessionId>| {
+        let err = runtime.handle(&id, session, b"\0boom").unwrap_err();
+        assert!(matches!(err, AgentError::Trap { .. }), "{err}");
+    };
+    let live = || runtime.health(&id).unwrap().live;
+
+    trap(None);
+    trap(Some(&s));
+    assert!(live(), "two failures are under the limit of three");
+    // A refusal by the host is not the agent's fault: it neither counts nor breaks the run.
+    let err = runtime.handle(&id, None, &[1u8; 101]).unwrap_err();
+    assert!(matches!(err, AgentError::MessageTooLarge { .. }), "{err}");
+    assert!(live());
+    trap(None);
+    let health = runtime.health(&id).unwrap();
+    assert!(!health.live && health.ready, "{health:?}");
+    // Still taking messages: one success makes it live again and starts the count over.
+    assert_eq!(runtime.handle(&id, Some(&s), b"ok").unwrap().bytes, b"ok");
+    assert!(live());
+    trap(None);
+    trap(None);
+    assert!(live());
+    trap(Some(&s));
+    assert!(!live());
+}
+
+#[test]
+fn by_default_five_faults_in_a_row_make_a_deployment_not_live() {
+    let runtime = runtime();
+    let id = ready(
+        &runtime,
+        "flaky",
+        "flaky-v1",
+        wat::parse_str(TRAPS_ON_ZERO).unwrap(),
+    );
+    for failures in 1..=5 {
+        runtime.handle(&id, None, b"\0").unwrap_err();
+        assert_eq!(
+            runtime.health(&id).unwrap().live,
+            failures < 5,
+            "{failures}"
+        );
+    }
+    assert_eq!(runtime.health(&id).unwrap().traps, 5);
+}
+
+#[test]
+fn failing_warm_ups_count_towards_liveness() {
+    let runtime = WasmRuntime::builder(engine())
+        .max_consecutive_failures(2)
+        .build();
+    runtime
+        .load(spec("broken", "broken-v1", Fixture::TrappingInit.wasm()))
+        .unwrap();
+    let id = deployment("broken-v1");
+    runtime.warm_up(&id).unwrap_err();
+    assert!(runtime.health(&id).unwrap().live);
+    runtime.warm_up(&id).unwrap_err();
+    let health = runtime.health(&id).unwrap();
+    assert!(!health.live && !health.ready, "{health:?}");
+}
+
+#[test]
+fn replies_carry_what_the_message_cost() {
+    let metered = WasmRuntime::builder(metering_engine())
+        .limits(limits().fuel_per_message(Some(1_000_000)).build())
+        .build();
+    let id = ready(&metered, "echo", "echo-v1", Fixture::Echo.wasm());
+    let reply = metered.handle(&id, None, b"cost me").unwrap();
+    assert_eq!(reply.bytes, b"cost me");
+    assert!(reply.stats.fuel_consumed.is_some_and(|fuel| fuel > 0));
+    assert_eq!(reply.stats.memory_bytes, 64 << 10);
+    assert!(reply.stats.latency > Duration::ZERO);
+    // Without fuel metering there is no fuel to report.
+    let plain = runtime();
+    let id = ready(&plain, "echo", "echo-v1", Fixture::Echo.wasm());
+    assert_eq!(
+        plain.handle(&id, None, b"x").unwrap().stats.fuel_consumed,
+        None
+    );
+}
+
+#[test]
+fn the_runtime_serves_as_a_trait_object() {
+    let runtime: Arc<dyn AgentRuntime> = Arc::new(runtime());
+    runtime
+        .load(spec("echo", "echo-v1", Fixture::Echo.wasm()))
+        .unwrap();
+    runtime
+        .load(spec("echo", "echo-v2", Fixture::Echo.wasm()))
+        .unwrap();
+    let mut loaded = runtime.loaded();
+    loaded.sort();
+    assert_eq!(loaded, [deployment("echo-v1"), deployment("echo-v2")]);
+    runtime.warm_up(&loaded[0]).unwrap();
+    assert_eq!(
+        runtime.handle(&loaded[0], None, b"dyn").unwrap().bytes,
+        b"dyn"
+    );
+    runtime.unload(&loaded[1]).unwrap();
+    assert_eq!(runtime.loaded(), [deployment("echo-v1")]);
 }

@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let session = SessionId::new("customer-42")?;
     let decision = router.route(&agent, Some(&session))?;
     let reply = runtime.handle(decision.deployment(), None, order)?;
-    let text = String::from_utf8_lossy(&reply);
+    let text = String::from_utf8_lossy(&reply.bytes);
     println!("{} answered: {text}", decision.deployment());
     Ok(())
 }

@@ -306,9 +306,7 @@ impl Host {
             .is_some_and(|s| s.sample.stateful);
         let runtime_session = if stateful { session } else { None };
         let started = Instant::now();
-        let result = self
-            .runtime
-            .handle_with_stats(&deployment, runtime_session, message);
+        let result = self.runtime.handle(&deployment, runtime_session, message);
         let latency = started.elapsed();
         let now = self.clock.now();
         let mut observation = Observation::ok(now, latency);
@@ -359,7 +357,7 @@ impl Host {
     ) {
         self.shadow.mirrored.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let result = self.runtime.handle_with_stats(shadow, None, message);
+        let result = self.runtime.handle(shadow, None, message);
         let mut observation = Observation::ok(self.clock.now(), started.elapsed());
         if let Some(session) = session {
             observation = observation.in_session(session.clone());

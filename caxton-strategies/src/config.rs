@@ -358,6 +358,9 @@ impl Default for DirectConfig {
 
 /// Rainbow: new sessions go to the newest version; older versions keep serving the
 /// sessions pinned to them until those end, idle out or a forced-drain deadline passes.
+///
+/// Sessions are pinned by session affinity, which the host turns on when it registers a
+/// sessions agent's first deployment; see [`Rainbow`](crate::builtin::Rainbow).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RainbowConfig {
@@ -365,7 +368,8 @@ pub struct RainbowConfig {
     pub preflight: Preflight,
     /// Versions that may serve at once, the candidate included (at least 2; default 3).
     pub max_live_versions: u32,
-    /// A session silent this long loses its pin (default 30 m).
+    /// A session silent this long loses its pin (default 30 m). The rollout sets it on the
+    /// agent's session affinity; it does not turn affinity on for correctness.
     #[serde(with = "serde_text")]
     pub session_idle_timeout: Duration,
     /// Sessions still on an old version this long after the switch are moved (default 24 h).

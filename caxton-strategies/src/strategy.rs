@@ -288,7 +288,10 @@ pub enum Directive {
     SetSplit(Split),
     /// Start, change or (with `None`) stop mirroring traffic to a shadow.
     Mirror(Option<ShadowConfig>),
-    /// Turn session pinning on or (with `None`) off.
+    /// Turn session pinning on or (with `None`) off, or change its idle timeout. A
+    /// session is pinned at its first message after pinning is on, so turning it on does
+    /// not hold sessions already running where they are; a sessions agent has it on from
+    /// its first deployment.
     SessionAffinity(Option<SessionAffinity>),
     /// Make the candidate production, in the registry and in traffic.
     Promote,

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caxton_core::{AuditAction, DeploymentStore, LifecycleState};
-use caxton_strategies::sim::{MoveCause, SessionModel, Simulation, SimulationRun, TrafficAction};
+use caxton_strategies::sim::{
+    MoveCause, SessionMode, SessionModel, Simulation, SimulationRun, TrafficAction,
+};
 use caxton_strategies::{
     Command, EventLog, Outcome, ReasonKind, RolloutEvent, RolloutSpec, ValidationVerdict,
 };
@@ -555,10 +557,12 @@ deployment:
 
 #[test]
 fn rainbow_lets_old_sessions_finish_before_retiring_the_old_version() {
-    let sim = simulation(RAINBOW, "error_rate=0.2%,p99=40ms").sessions(SessionModel {
-        arrivals_per_sec: 0.5,
-        mean_length: Duration::from_secs(120),
-    });
+    let sim = simulation(RAINBOW, "error_rate=0.2%,p99=40ms")
+        .session_mode(SessionMode::Sessions)
+        .sessions(SessionModel {
+            arrivals_per_sec: 0.5,
+            mean_length: Duration::from_secs(120),
+        });
     let (run, events) = simulate(sim);
     assert_eq!(run.report.outcome, Outcome::Promoted);
     assert!(run.traffic.session_moves().is_empty(), "no session moved");
@@ -577,10 +581,12 @@ fn rainbow_lets_old_sessions_finish_before_retiring_the_old_version() {
 #[test]
 fn rainbow_forced_drain_moves_the_remaining_sessions_at_the_deadline() {
     let yaml = "deployment:\n  strategy: rainbow\n  forced_drain_after: 10m\n";
-    let sim = simulation(yaml, "error_rate=0.2%,p99=40ms").sessions(SessionModel {
-        arrivals_per_sec: 0.5,
-        mean_length: Duration::from_secs(3_600),
-    });
+    let sim = simulation(yaml, "error_rate=0.2%,p99=40ms")
+        .session_mode(SessionMode::Sessions)
+        .sessions(SessionModel {
+            arrivals_per_sec: 0.5,
+            mean_length: Duration::from_secs(3_600),
+        });
     let (run, _) = simulate(sim);
     assert_eq!(run.report.outcome, Outcome::Promoted);
     assert_eq!(run.report.duration(), Duration::from_secs(600));
@@ -596,6 +602,68 @@ fn rainbow_forced_drain_moves_the_remaining_sessions_at_the_deadline() {
             m.at
         );
     }
+}
+
+/// An hour-long session on average, a 10-minute forced drain: most sessions that began
+/// before the rollout are still running at the deadline.
+const LONG_SESSIONS: SessionModel = SessionModel {
+    arrivals_per_sec: 0.5,
+    mean_length: Duration::from_secs(3_600),
+};
+
+const RAINBOW_10M: &str = "deployment:\n  strategy: rainbow\n  forced_drain_after: 10m\n";
+
+#[test]
+fn rainbow_keeps_the_earlier_sessions_of_a_sessions_agent_on_the_baseline() {
+    let sim = simulation(RAINBOW_10M, "error_rate=0.2%,p99=40ms")
+        .session_mode(SessionMode::Sessions)
+        .sessions(LONG_SESSIONS);
+    let (run, _) = simulate(sim);
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    // Affinity was on from the baseline's registration, before the rollout began.
+    let actions = run.traffic.actions();
+    let affinity_at = actions
+        .iter()
+        .position(|(_, a)| matches!(a, TrafficAction::Affinity(Some(_))))
+        .unwrap();
+    let baseline_promoted_at = actions
+        .iter()
+        .position(|(_, a)| matches!(a, TrafficAction::Promoted(d) if *d == run.baseline))
+        .unwrap();
+    assert!(affinity_at < baseline_promoted_at, "{actions:?}");
+    // About 1 800 sessions were running when the rollout began; after 10 minutes most of
+    // them are still on the baseline, and only the forced drain moves them.
+    let moves = run.traffic.session_moves();
+    let deadline = run.report.started_at + Duration::from_secs(600);
+    assert!(moves.len() > 1_000, "{} moves", moves.len());
+    for m in &moves {
+        assert_eq!(m.from, run.baseline);
+        assert_eq!(m.cause, MoveCause::ForcedDrain);
+        assert!(m.at >= deadline, "moved at {} before {deadline}", m.at);
+    }
+}
+
+#[test]
+fn rainbow_of_a_stateless_agent_does_not_pin_the_sessions_that_began_before_it() {
+    // The default agent is stateless: nothing pinned its sessions before the switch, so
+    // the switch's promotion takes them with it, as the router would.
+    let (run, events) =
+        simulate(simulation(RAINBOW_10M, "error_rate=0.2%,p99=40ms").sessions(LONG_SESSIONS));
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    assert!(run.traffic.session_moves().is_empty());
+    let retired = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            caxton_strategies::EventKind::Retired { forced, .. } => Some((*forced, e.at_s)),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!retired.0, "nothing was left to force");
+    assert!(
+        retired.1 < 600.0,
+        "retired at {}s, before the deadline",
+        retired.1
+    );
 }
 
 #[test]

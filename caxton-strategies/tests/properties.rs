@@ -31,7 +31,7 @@ mod simulated {
 
     use caxton_core::{AuditAction, DeploymentStore, ListQuery};
     use caxton_strategies::sim::{
-        MoveCause, SessionModel, Simulation, SimulationRun, TrafficAction,
+        MoveCause, SessionMode, SessionModel, Simulation, SimulationRun, TrafficAction,
     };
     use caxton_strategies::{EventLog, Outcome, RolloutEvent, RolloutSpec};
 
@@ -84,6 +84,7 @@ mod simulated {
         seed: u64,
         forced_drain_minutes: u64,
         validation_passes: bool,
+        session_mode: SessionMode,
     }
 
     fn case_of(kinds: Vec<&'static str>) -> impl proptest::strategy::Strategy<Value = Case> {
@@ -95,6 +96,7 @@ mod simulated {
             any::<u64>(),
             5u64..180,
             prop::bool::weighted(0.9),
+            prop::sample::select(vec![SessionMode::Stateless, SessionMode::Sessions]),
         )
             .prop_map(
                 |(
@@ -105,6 +107,7 @@ mod simulated {
                     seed,
                     forced_drain_minutes,
                     validation_passes,
+                    session_mode,
                 )| Case {
                     kind,
                     baseline,
@@ -113,6 +116,7 @@ mod simulated {
                     seed,
                     forced_drain_minutes,
                     validation_passes,
+                    session_mode,
                 },
             )
     }
@@ -124,6 +128,7 @@ mod simulated {
             case.candidate.parse().unwrap(),
         )
         .seed(case.seed)
+        .session_mode(case.session_mode)
         .sessions(SessionModel {
             arrivals_per_sec: 0.2,
             mean_length: Duration::from_secs(600),

@@ -24,6 +24,18 @@ enum Phase {
 /// passes. At most `max_live_versions` versions serve at once: the oldest are closed
 /// first. Rollback conditions are checked until the old version retires; a rollback
 /// sends new sessions back to the previous version.
+///
+/// # Session affinity
+///
+/// Rainbow relies on sessions being pinned before it starts: session mode is a property
+/// of the agent, and the host turns session affinity on when it registers a sessions
+/// agent's first deployment, so every session is already pinned to the version that
+/// served its first message. The strategy still emits
+/// [`Directive::SessionAffinity`] before it sends any traffic to the candidate, but only
+/// to set the configured `session_idle_timeout`; turning affinity on at that moment
+/// would not keep earlier sessions where they are (the router pins a session at its next
+/// message, which comes after the candidate is promoted), so correctness never depends
+/// on it.
 #[derive(Debug, Clone)]
 pub struct Rainbow {
     config: RainbowConfig,
@@ -43,6 +55,7 @@ impl Rainbow {
     }
 
     fn switch(&mut self, input: &StepInput<'_>, out: &mut Vec<Directive>) {
+        // Sets the idle timeout only: affinity is on since the agent's first deployment.
         out.push(Directive::SessionAffinity(Some(SessionAffinity {
             idle_timeout: self.config.session_idle_timeout,
         })));

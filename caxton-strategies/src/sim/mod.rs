@@ -19,5 +19,5 @@ mod traffic;
 
 pub use metrics::{ProfileError, SyntheticMetrics, SyntheticProfile};
 pub use run::{SimChecks, Simulation, SimulationError, SimulationRun};
-pub use sessions::{MoveCause, SessionModel, SessionMove};
+pub use sessions::{MoveCause, SessionMode, SessionModel, SessionMove};
 pub use traffic::{SimTraffic, TrafficAction};

@@ -7,13 +7,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use caxton_core::{
     AgentId, Clock, CodeLayer, Deployment, DeploymentId, DeploymentStore, LifecycleEvent,
-    ManualClock, MemoryStore, ModelLayer, NewDeployment, PromptLayer, Timestamp, ToolsLayer,
-    TrafficControl, VersionTuple,
+    ManualClock, MemoryStore, ModelLayer, NewDeployment, PromptLayer, SessionAffinity, Timestamp,
+    ToolsLayer, TrafficControl, VersionTuple,
 };
 
 use super::metrics::{SyntheticMetrics, SyntheticProfile};
-use super::sessions::SessionModel;
+use super::sessions::{SessionMode, SessionModel};
 use super::traffic::SimTraffic;
+use crate::builtin::StrategyConfig;
+use crate::config::RainbowConfig;
 use crate::driver::{CandidateChecks, Commands, DriverError, RolloutDriver, RolloutReport};
 use crate::event::EventSink;
 use crate::spec::RolloutSpec;
@@ -104,6 +106,7 @@ pub struct Simulation {
     candidate: SyntheticProfile,
     seed: u64,
     sessions: SessionModel,
+    session_mode: SessionMode,
     commands: Vec<(Duration, crate::strategy::Command)>,
     validation: Option<ValidationVerdict>,
 }
@@ -134,6 +137,7 @@ impl Simulation {
             candidate,
             seed: 0,
             sessions: SessionModel::default(),
+            session_mode: SessionMode::default(),
             commands: Vec::new(),
             validation: None,
         }
@@ -145,9 +149,18 @@ impl Simulation {
         self
     }
 
-    /// Sets how sessions arrive and last (they matter for rainbow).
+    /// Sets how sessions arrive and last (they matter once session affinity is on).
     pub fn sessions(mut self, model: SessionModel) -> Self {
         self.sessions = model;
+        self
+    }
+
+    /// Sets whether the simulated agent keeps state per session (default
+    /// [`Stateless`](SessionMode::Stateless)). For a sessions agent the simulation does
+    /// what a host does when it registers the agent's first deployment: it turns session
+    /// affinity on, so sessions that began before the rollout stay on the baseline.
+    pub fn session_mode(mut self, mode: SessionMode) -> Self {
+        self.session_mode = mode;
         self
     }
 
@@ -225,6 +238,12 @@ impl Simulation {
             .register(&agent, &baseline.id)
             .await
             .map_err(|e| setup(&e))?;
+        if self.session_mode == SessionMode::Sessions {
+            traffic
+                .set_session_affinity(&agent, Some(self.affinity()))
+                .await
+                .map_err(|e| setup(&e))?;
+        }
         traffic
             .promote(&agent, &baseline.id)
             .await
@@ -264,6 +283,16 @@ impl Simulation {
             baseline: baseline_id,
             candidate: candidate_id,
         })
+    }
+
+    /// The affinity a host sets for a sessions agent: the rainbow's idle timeout when the
+    /// spec is a rainbow, else the rainbow default.
+    fn affinity(&self) -> SessionAffinity {
+        let idle_timeout = match &self.spec.strategy {
+            StrategyConfig::Rainbow(rainbow) => rainbow.session_idle_timeout,
+            _ => RainbowConfig::default().session_idle_timeout,
+        };
+        SessionAffinity { idle_timeout }
     }
 
     /// [`run`](Simulation::run) on the current thread.

@@ -1,6 +1,8 @@
 //! The simulated session population: how sessions arrive and last, where they are
 //! pinned, and how pinned sessions move when their deployment goes away.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use caxton_core::{AgentId, DeploymentId, Timestamp};
@@ -10,8 +12,52 @@ use rand_distr::{Distribution, Exp};
 
 use super::traffic::TrafficState;
 
-/// How simulated sessions arrive and last. Sessions only matter with session affinity on
-/// (rainbow): then each is pinned to the deployment that served its first message.
+/// Whether an agent keeps state per session. It is a property of the agent, not of a
+/// rollout: a sessions agent has session affinity on from its first deployment, so every
+/// session stays on the version that served its first message; a stateless agent's
+/// messages follow the split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SessionMode {
+    /// Messages follow the split; nothing is pinned unless a rollout turns affinity on.
+    #[default]
+    Stateless,
+    /// Session affinity is on from the agent's first deployment.
+    Sessions,
+}
+
+impl SessionMode {
+    /// `stateless` or `sessions`, as the deployment API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionMode::Stateless => "stateless",
+            SessionMode::Sessions => "sessions",
+        }
+    }
+}
+
+impl fmt::Display for SessionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SessionMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "stateless" => Ok(SessionMode::Stateless),
+            "sessions" => Ok(SessionMode::Sessions),
+            other => Err(format!(
+                "session mode {other:?}: expected `stateless` or `sessions`"
+            )),
+        }
+    }
+}
+
+/// How simulated sessions arrive and last. Sessions matter once session affinity is on:
+/// then each is pinned to the deployment that served its first message after affinity
+/// was turned on, as the router pins it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SessionModel {
     /// New sessions per second (Poisson arrivals).
@@ -39,6 +85,8 @@ pub enum MoveCause {
     Retired,
     /// Session affinity was turned off.
     AffinityOff,
+    /// The route was rolled back to one that no longer sends traffic to its deployment.
+    RolledBack,
 }
 
 /// A pinned session that moved before it ended.
@@ -54,29 +102,57 @@ pub struct SessionMove {
     pub cause: MoveCause,
 }
 
+/// One simulated session.
 #[derive(Debug, Clone)]
 pub(super) struct SimSession {
     pub(super) id: u64,
-    pub(super) deployment: DeploymentId,
+    /// Where the session falls in a split, in `0..1`; fixed for its life, as the router's
+    /// session point is.
+    pub(super) point: f64,
+    /// The deployment it is pinned to; `None` while it follows the split.
+    pub(super) pin: Option<DeploymentId>,
     pub(super) ends_at: Timestamp,
 }
 
+/// The session population of the one agent whose sessions are simulated.
 #[derive(Debug)]
 pub(super) struct Sessions {
     pub(super) model: SessionModel,
     pub(super) rng: StdRng,
+    /// The agent, once its population exists; see [`TrafficState::populate`].
+    pub(super) agent: Option<AgentId>,
     pub(super) next_id: u64,
     pub(super) next_arrival: Option<Timestamp>,
     pub(super) simulated_to: Timestamp,
     pub(super) live: Vec<SimSession>,
 }
 
+impl Sessions {
+    /// A population of `model`, not yet started.
+    pub(super) fn new(model: SessionModel, rng: StdRng, now: Timestamp) -> Self {
+        Sessions {
+            model,
+            rng,
+            agent: None,
+            next_id: 0,
+            next_arrival: None,
+            simulated_to: now,
+            live: Vec::new(),
+        }
+    }
+
+    fn length(&self) -> Option<Exp<f64>> {
+        Exp::new(1.0 / self.model.mean_length.as_secs_f64().max(1e-3)).ok()
+    }
+}
+
 impl TrafficState {
+    /// Live sessions pinned to `deployment`, simulated or pinned by hand.
     pub(super) fn pinned_to(&self, deployment: &DeploymentId) -> u64 {
         let simulated = self.sessions.as_ref().map_or(0, |s| {
             s.live
                 .iter()
-                .filter(|x| &x.deployment == deployment)
+                .filter(|x| x.pin.as_ref() == Some(deployment))
                 .count()
         });
         let explicit = self
@@ -87,102 +163,151 @@ impl TrafficState {
         (simulated + explicit) as u64
     }
 
-    /// Runs the session simulation up to `to`.
-    pub(super) fn advance_sessions(&mut self, to: Timestamp) {
-        let Some(mut sessions) = self.sessions.take() else {
-            return;
-        };
-        let affinity_agents: Vec<AgentId> = self
-            .agents
-            .iter()
-            .filter(|(_, a)| a.affinity.is_some())
-            .map(|(id, _)| id.clone())
-            .collect();
-        if let Some(agent) = affinity_agents.first() {
-            let gap = Exp::new(sessions.model.arrivals_per_sec.max(1e-9)).ok();
-            let length = Exp::new(1.0 / sessions.model.mean_length.as_secs_f64().max(1e-3)).ok();
-            if let (Some(gap), Some(length)) = (gap, length) {
-                let mut next = sessions
-                    .next_arrival
-                    .unwrap_or_else(|| sessions.simulated_to + secs(gap.sample(&mut sessions.rng)));
-                while next <= to {
-                    sessions.live.retain(|s| s.ends_at > next);
-                    let draw: f64 = sessions.rng.random();
-                    if let Some(deployment) = self.pick(agent, draw) {
-                        let ends_at = next + secs(length.sample(&mut sessions.rng));
-                        sessions.live.push(SimSession {
-                            id: sessions.next_id,
-                            deployment,
-                            ends_at,
-                        });
-                        sessions.next_id += 1;
-                    }
-                    next = next + secs(gap.sample(&mut sessions.rng));
-                }
-                sessions.next_arrival = Some(next);
-            }
+    /// The share of `agent`'s live simulated sessions that `deployment` serves now: those
+    /// pinned to it and the unpinned ones the route sends to it. `None` without a
+    /// population for `agent`.
+    pub(super) fn session_share(&self, agent: &AgentId, deployment: &DeploymentId) -> Option<f64> {
+        let sessions = self.sessions.as_ref()?;
+        if sessions.agent.as_ref() != Some(agent) || sessions.live.is_empty() {
+            return None;
         }
-        sessions.live.retain(|s| s.ends_at > to);
-        sessions.simulated_to = sessions.simulated_to.max(to);
-        self.sessions = Some(sessions);
+        let served = sessions
+            .live
+            .iter()
+            .filter(|s| match &s.pin {
+                Some(pin) => pin == deployment,
+                None => self.pick(agent, s.point).as_ref() == Some(deployment),
+            })
+            .count();
+        Some(served as f64 / sessions.live.len() as f64)
     }
 
-    /// Sessions already running when affinity turns on are pinned where they are: the
+    /// Brings the simulated population into being for `agent` at `now`, once: the
     /// steady-state population of `arrivals × mean length` sessions, each with an
-    /// exponential remaining life.
-    pub(super) fn seed_sessions(&mut self, agent: &AgentId, now: Timestamp) {
+    /// exponential remaining life (the same law as simulating them from long ago). They
+    /// are pinned only if affinity was already on when they started, that is, when it is
+    /// on now and `pinned` says it was on before: the router pins at a session's first
+    /// message after affinity is on, never before.
+    ///
+    /// Before this, an agent's sessions are not tracked one by one: without affinity
+    /// they follow the split, which the split share describes in full.
+    pub(super) fn populate(&mut self, agent: &AgentId, now: Timestamp, pinned: bool) {
         let Some(mut sessions) = self.sessions.take() else {
             return;
         };
-        let population = sessions.model.arrivals_per_sec * sessions.model.mean_length.as_secs_f64();
-        if let Ok(length) = Exp::new(1.0 / sessions.model.mean_length.as_secs_f64().max(1e-3)) {
-            for _ in 0..population.round() as u64 {
-                let draw: f64 = sessions.rng.random();
-                if let Some(deployment) = self.pick(agent, draw) {
+        if sessions.agent.is_none() {
+            sessions.agent = Some(agent.clone());
+            let population =
+                sessions.model.arrivals_per_sec * sessions.model.mean_length.as_secs_f64();
+            if let Some(length) = sessions.length() {
+                for _ in 0..population.round() as u64 {
+                    let point: f64 = sessions.rng.random();
+                    let pin = if pinned {
+                        self.pick(agent, point)
+                    } else {
+                        None
+                    };
+                    let ends_at = now + secs(length.sample(&mut sessions.rng));
                     sessions.live.push(SimSession {
                         id: sessions.next_id,
-                        deployment,
-                        ends_at: now + secs(length.sample(&mut sessions.rng)),
+                        point,
+                        pin,
+                        ends_at,
                     });
                     sessions.next_id += 1;
                 }
             }
+            sessions.simulated_to = now;
+            sessions.next_arrival = None;
         }
-        sessions.simulated_to = now;
-        sessions.next_arrival = None;
         self.sessions = Some(sessions);
     }
 
-    /// Moves the sessions pinned to `deployment` to wherever new sessions go now.
-    pub(super) fn move_sessions(
+    /// Runs the session simulation up to `to`.
+    ///
+    /// The route is the same over `(simulated_to, to]`: every change runs this first. So,
+    /// with affinity on, an unpinned session sends its next message under that route and
+    /// is pinned where it sends it, and a session arriving then is pinned where its first
+    /// message goes. Nothing is pinned at the instant affinity turns on, because changes
+    /// made at that same instant (a promotion right after) come before the next message.
+    pub(super) fn advance_sessions(&mut self, to: Timestamp) {
+        let Some(mut sessions) = self.sessions.take() else {
+            return;
+        };
+        if let Some(agent) = sessions.agent.clone()
+            && to > sessions.simulated_to
+        {
+            let affinity = self
+                .agents
+                .get(&agent)
+                .is_some_and(|a| a.route_affinity().is_some());
+            let from = sessions.simulated_to;
+            if affinity {
+                for session in sessions
+                    .live
+                    .iter_mut()
+                    .filter(|s| s.pin.is_none() && s.ends_at > from)
+                {
+                    session.pin = self.pick(&agent, session.point);
+                }
+            }
+            let gap = Exp::new(sessions.model.arrivals_per_sec.max(1e-9)).ok();
+            if let (Some(gap), Some(length)) = (gap, sessions.length()) {
+                let mut next = sessions
+                    .next_arrival
+                    .unwrap_or_else(|| from + secs(gap.sample(&mut sessions.rng)));
+                while next <= to {
+                    sessions.live.retain(|s| s.ends_at > next);
+                    let point: f64 = sessions.rng.random();
+                    let pin = if affinity {
+                        self.pick(&agent, point)
+                    } else {
+                        None
+                    };
+                    let ends_at = next + secs(length.sample(&mut sessions.rng));
+                    sessions.live.push(SimSession {
+                        id: sessions.next_id,
+                        point,
+                        pin,
+                        ends_at,
+                    });
+                    sessions.next_id += 1;
+                    next = next + secs(gap.sample(&mut sessions.rng));
+                }
+                sessions.next_arrival = Some(next);
+            }
+            sessions.simulated_to = to;
+        }
+        sessions.live.retain(|s| s.ends_at > to);
+        self.sessions = Some(sessions);
+    }
+
+    /// Drops the pins of the sessions pinned to `deployment`, as the router does; each
+    /// is recorded as a move. Their next message follows the route (and is pinned again
+    /// while affinity is on). Explicit pins to it are dropped too. Returns how many pins
+    /// were dropped.
+    pub(super) fn unpin(
         &mut self,
         deployment: &DeploymentId,
         at: Timestamp,
         cause: MoveCause,
     ) -> u64 {
-        let agent = self.deployments.get(deployment).map(|d| d.agent.clone());
         let mut moved = 0;
-        if let Some(mut sessions) = self.sessions.take() {
-            for i in 0..sessions.live.len() {
-                if &sessions.live[i].deployment != deployment {
-                    continue;
-                }
-                let draw: f64 = sessions.rng.random();
-                let target = agent.as_ref().and_then(|a| self.pick(a, draw));
+        if let Some(sessions) = self.sessions.as_mut() {
+            for session in sessions
+                .live
+                .iter_mut()
+                .filter(|s| s.pin.as_ref() == Some(deployment))
+            {
+                session.pin = None;
                 self.moves.push(SessionMove {
-                    session: sessions.live[i].id,
+                    session: session.id,
                     from: deployment.clone(),
                     at,
                     cause,
                 });
                 moved += 1;
-                match target {
-                    Some(target) if &target != deployment => sessions.live[i].deployment = target,
-                    _ => sessions.live[i].ends_at = at,
-                }
             }
-            sessions.live.retain(|s| s.ends_at > at);
-            self.sessions = Some(sessions);
         }
         let before = self.explicit_pins.len();
         self.explicit_pins.retain(|_, d| d != deployment);

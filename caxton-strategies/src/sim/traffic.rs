@@ -39,10 +39,13 @@ pub enum TrafficAction {
     Retired(DeploymentId),
 }
 
-#[derive(Debug, Clone)]
+/// An agent's route. As in the router, session affinity is part of it: changing it is a
+/// route change, and a rollback restores it with the rest.
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Route {
     pub(super) production: Option<DeploymentId>,
     pub(super) split: Option<Split>,
+    pub(super) affinity: Option<SessionAffinity>,
 }
 
 #[derive(Debug, Default)]
@@ -50,11 +53,28 @@ pub(super) struct AgentState {
     pub(super) route: Option<Route>,
     pub(super) history: Vec<Route>,
     pub(super) shadow: Option<ShadowConfig>,
-    pub(super) affinity: Option<SessionAffinity>,
     /// Splits over time, for traffic shares.
     pub(super) splits: Vec<(Timestamp, Option<Split>)>,
     /// Mirrors over time.
     pub(super) shadows: Vec<(Timestamp, Option<ShadowConfig>)>,
+}
+
+impl AgentState {
+    /// Session affinity as the current route has it.
+    pub(super) fn route_affinity(&self) -> Option<SessionAffinity> {
+        self.route.as_ref().and_then(|r| r.affinity)
+    }
+
+    /// Whether new traffic or shadow copies may reach `deployment` under `route` (the
+    /// router's `routes_to`).
+    fn routes_to(&self, route: &Route, deployment: &DeploymentId) -> bool {
+        route.production.as_ref() == Some(deployment)
+            || route.split.as_ref().is_some_and(|s| s.contains(deployment))
+            || self
+                .shadow
+                .as_ref()
+                .is_some_and(|s| &s.deployment == deployment)
+    }
 }
 
 #[derive(Debug)]
@@ -76,10 +96,17 @@ pub(super) struct TrafficState {
 
 /// A [`TrafficControl`] in memory with the router's semantics, recording every change.
 ///
-/// Clones share state. With a [`SessionModel`], sessions arrive and end in virtual time;
-/// while session affinity is on, each stays on the deployment it started on until it
-/// ends or that deployment's drain is closed. Messages complete at once in this model,
-/// so nothing is ever in flight.
+/// Clones share state. With a [`SessionModel`], sessions arrive and end in virtual time.
+/// As in the router, a session is pinned only while session affinity is on: its first
+/// message after affinity is on pins it where the route sends that message, and it stays
+/// there until it ends, affinity is turned off, a rollback takes the route away from its
+/// deployment, or that deployment's drain is closed. Sessions that began while affinity
+/// was off follow the split, so turning affinity on and promoting at the same moment (as a
+/// rainbow switch does) moves them to the new version; a host keeps them by turning
+/// affinity on when it registers a sessions agent's first deployment (see
+/// [`SessionMode`](super::SessionMode)). Sessions are simulated one by one for one agent:
+/// the first whose affinity is on while it has a production route. Messages complete at
+/// once in this model, so nothing is ever in flight.
 #[derive(Clone)]
 pub struct SimTraffic {
     clock: Arc<dyn Clock>,
@@ -116,14 +143,8 @@ impl SimTraffic {
 
     /// Simulates sessions arriving and ending as `model` says, from a seeded generator.
     pub fn with_sessions(self, model: SessionModel, seed: u64) -> Self {
-        self.lock().sessions = Some(Sessions {
-            model,
-            rng: StdRng::seed_from_u64(seed),
-            next_id: 0,
-            next_arrival: None,
-            simulated_to: self.clock.now(),
-            live: Vec::new(),
-        });
+        let now = self.clock.now();
+        self.lock().sessions = Some(Sessions::new(model, StdRng::seed_from_u64(seed), now));
         self
     }
 
@@ -167,7 +188,7 @@ impl SimTraffic {
         self.lock().moves.clone()
     }
 
-    /// Live simulated sessions pinned to `deployment`, now.
+    /// Live sessions pinned to `deployment`, now: simulated ones and those pinned by hand.
     pub fn live_sessions(&self, deployment: &DeploymentId) -> u64 {
         let now = self.clock.now();
         let mut state = self.lock();
@@ -196,16 +217,11 @@ impl SimTraffic {
                 .filter(|s| &s.deployment == deployment)
                 .map_or(0.0, |s| s.sample.fraction())
         });
-        let served = if agent_state.affinity.is_some() && state.sessions.is_some() {
-            let total = state.sessions.as_ref().map_or(0, |s| s.live.len()) as f64;
-            if total > 0.0 {
-                state.pinned_to(deployment) as f64 / total
-            } else {
-                split_share(agent_state, deployment, start, end)
-            }
-        } else {
-            split_share(agent_state, deployment, start, end)
-        };
+        // With affinity on, traffic follows the live sessions, wherever they are pinned.
+        let served = agent_state
+            .route_affinity()
+            .and_then(|_| state.session_share(agent, deployment))
+            .unwrap_or_else(|| split_share(agent_state, deployment, start, end));
         (served + mirrored).min(1.0)
     }
 
@@ -289,12 +305,59 @@ impl TrafficState {
         self.agents.entry(agent.clone()).or_default()
     }
 
+    /// The current route of `agent`, or an empty one.
+    fn route(&self, agent: &AgentId) -> Route {
+        self.agents
+            .get(agent)
+            .and_then(|a| a.route.clone())
+            .unwrap_or(Route {
+                production: None,
+                split: None,
+                affinity: None,
+            })
+    }
+
+    /// Publishes `route` for `agent`, as the router's `change` does: an unchanged route is
+    /// no change, and a route without production is not kept to roll back to.
     fn set_route(&mut self, agent: &AgentId, route: Route, at: Timestamp) {
         let state = self.agent(agent);
-        if let Some(previous) = state.route.replace(route.clone()) {
+        let previous = state.route.replace(route.clone());
+        if previous.as_ref() == Some(&route) {
+            return;
+        }
+        let was_on = previous.as_ref().is_some_and(|r| r.affinity.is_some());
+        if let Some(previous) = previous.filter(|r| r.production.is_some()) {
             state.history.push(previous);
         }
-        state.splits.push((at, route.split));
+        state.splits.push((at, route.split.clone()));
+        self.affinity_changed(agent, was_on, &route, at);
+    }
+
+    /// Follows an affinity change: turning it off drops every pin of the agent; with it
+    /// on and a production route, the agent's sessions are simulated from now on, pinned
+    /// already if affinity was on before.
+    fn affinity_changed(&mut self, agent: &AgentId, was_on: bool, route: &Route, at: Timestamp) {
+        let on = route.affinity.is_some();
+        if was_on && !on {
+            for deployment in self.deployments_of(agent) {
+                self.unpin(&deployment, at, MoveCause::AffinityOff);
+            }
+        }
+        if on && route.production.is_some() {
+            self.populate(agent, at, was_on);
+        }
+    }
+
+    /// The registered deployments of `agent`, in a fixed order.
+    fn deployments_of(&self, agent: &AgentId) -> Vec<DeploymentId> {
+        let mut ids: Vec<DeploymentId> = self
+            .deployments
+            .iter()
+            .filter(|(_, d)| &d.agent == agent)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Where a new session of `agent` would go now.
@@ -371,6 +434,7 @@ impl TrafficControl for SimTraffic {
         let route = Route {
             production: Some(deployment.clone()),
             split: Some(Split::single(deployment.clone())),
+            ..state.route(agent)
         };
         state.set_route(agent, route, now);
         Self::record(&mut state, now, TrafficAction::Promoted(deployment.clone()));
@@ -393,19 +457,11 @@ impl TrafficControl for SimTraffic {
             }
         }
         state.advance_sessions(now);
-        let production = state
-            .agents
-            .get(agent)
-            .and_then(|a| a.route.as_ref())
-            .and_then(|r| r.production.clone());
-        state.set_route(
-            agent,
-            Route {
-                production,
-                split: Some(split.clone()),
-            },
-            now,
-        );
+        let route = Route {
+            split: Some(split.clone()),
+            ..state.route(agent)
+        };
+        state.set_route(agent, route, now);
         Self::record(&mut state, now, TrafficAction::Split(split.clone()));
         Ok(())
     }
@@ -435,23 +491,11 @@ impl TrafficControl for SimTraffic {
         let now = self.clock.now();
         let mut state = self.lock();
         state.advance_sessions(now);
-        let was_on = state.agent(agent).affinity.is_some();
-        state.agent(agent).affinity = affinity;
-        match (was_on, affinity.is_some()) {
-            (false, true) => state.seed_sessions(agent, now),
-            (true, false) => {
-                let pinned: Vec<DeploymentId> = state
-                    .deployments
-                    .iter()
-                    .filter(|(_, d)| &d.agent == agent)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for deployment in pinned {
-                    state.move_sessions(&deployment, now, MoveCause::AffinityOff);
-                }
-            }
-            _ => {}
-        }
+        let route = Route {
+            affinity,
+            ..state.route(agent)
+        };
+        state.set_route(agent, route, now);
         Self::record(&mut state, now, TrafficAction::Affinity(affinity));
         Ok(())
     }
@@ -463,6 +507,16 @@ impl TrafficControl for SimTraffic {
         deployment: &DeploymentId,
     ) -> Result<(), TrafficError> {
         let mut state = self.lock();
+        // As in the router: pins exist only while affinity is on.
+        if state
+            .agents
+            .get(agent)
+            .is_none_or(|a| a.route_affinity().is_none())
+        {
+            return Err(TrafficError::NoSessionAffinity {
+                agent: agent.clone(),
+            });
+        }
         state.routable(agent, deployment)?;
         state
             .explicit_pins
@@ -489,23 +543,55 @@ impl TrafficControl for SimTraffic {
     async fn rollback(&self, agent: &AgentId) -> Result<(), TrafficError> {
         let now = self.clock.now();
         let mut state = self.lock();
-        state.advance_sessions(now);
-        let agent_state =
-            state
-                .agents
-                .get_mut(agent)
-                .ok_or_else(|| TrafficError::UnknownAgent {
-                    agent: agent.clone(),
-                })?;
+        let agent_state = state
+            .agents
+            .get(agent)
+            .ok_or_else(|| TrafficError::UnknownAgent {
+                agent: agent.clone(),
+            })?;
         let previous =
             agent_state
                 .history
-                .pop()
+                .last()
+                .cloned()
                 .ok_or_else(|| TrafficError::NothingToRollBack {
                     agent: agent.clone(),
                 })?;
+        // As in the router: a route naming a deployment that no longer runs is refused.
+        let named = previous.production.iter().chain(
+            previous
+                .split
+                .iter()
+                .flat_map(|s| s.entries().iter().map(|e| &e.deployment)),
+        );
+        for deployment in named {
+            state.routable(agent, deployment)?;
+        }
+        state.advance_sessions(now);
+        let agent_state = state.agent(agent);
+        agent_state.history.pop();
         agent_state.splits.push((now, previous.split.clone()));
-        agent_state.route = Some(previous);
+        let replaced = agent_state.route.replace(previous.clone());
+        // Pins on a deployment the restored route no longer names were made by the route
+        // rolled back; they go with it.
+        let dropped: Vec<DeploymentId> = match &replaced {
+            Some(replaced) => {
+                let agent_state = &state.agents[agent];
+                state
+                    .deployments_of(agent)
+                    .into_iter()
+                    .filter(|d| {
+                        agent_state.routes_to(replaced, d) && !agent_state.routes_to(&previous, d)
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        for deployment in dropped {
+            state.unpin(&deployment, now, MoveCause::RolledBack);
+        }
+        let was_on = replaced.is_some_and(|r| r.affinity.is_some());
+        state.affinity_changed(agent, was_on, &previous, now);
         Self::record(&mut state, now, TrafficAction::RolledBack);
         Ok(())
     }
@@ -558,7 +644,7 @@ impl TrafficControl for SimTraffic {
             }
         })?;
         entry.phase = DrainPhase::Drained;
-        let released = state.move_sessions(deployment, now, MoveCause::ForcedDrain);
+        let released = state.unpin(deployment, now, MoveCause::ForcedDrain);
         Self::record(
             &mut state,
             now,
@@ -582,7 +668,7 @@ impl TrafficControl for SimTraffic {
                 deployment: deployment.clone(),
             });
         }
-        state.move_sessions(deployment, now, MoveCause::Retired);
+        state.unpin(deployment, now, MoveCause::Retired);
         state.retired.push(deployment.clone());
         Self::record(&mut state, now, TrafficAction::Retired(deployment.clone()));
         Ok(())
@@ -617,5 +703,124 @@ mod tests {
             |v| *v,
         );
         assert_eq!(later, 1.0);
+    }
+
+    use caxton_core::ManualClock;
+    use futures::executor::block_on;
+
+    use crate::sim::SessionModel;
+
+    fn id(name: &str) -> DeploymentId {
+        DeploymentId::new(name).unwrap()
+    }
+
+    /// Traffic control with sessions (one a second, five minutes long on average) and
+    /// two deployments of `chat`, v1 and v2, registered.
+    fn chat() -> (ManualClock, SimTraffic, AgentId) {
+        let clock = ManualClock::new(Timestamp::EPOCH);
+        let traffic =
+            SimTraffic::new(Arc::new(clock.clone())).with_sessions(SessionModel::default(), 7);
+        let agent = AgentId::new("chat").unwrap();
+        for v in ["v1", "v2"] {
+            block_on(traffic.register(&agent, &id(v))).unwrap();
+        }
+        (clock, traffic, agent)
+    }
+
+    fn affinity() -> Option<SessionAffinity> {
+        Some(SessionAffinity {
+            idle_timeout: Duration::from_secs(1_800),
+        })
+    }
+
+    #[test]
+    fn sessions_that_began_without_affinity_are_not_pinned_when_it_turns_on() {
+        let (clock, traffic, agent) = chat();
+        block_on(traffic.promote(&agent, &id("v1"))).unwrap();
+        clock.advance(Duration::from_secs(600));
+        assert_eq!(traffic.live_sessions(&id("v1")), 0, "nothing pinned");
+        // A rainbow switch of a stateless agent: affinity on and the promotion at once.
+        block_on(traffic.set_session_affinity(&agent, affinity())).unwrap();
+        block_on(traffic.promote(&agent, &id("v2"))).unwrap();
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(traffic.live_sessions(&id("v1")), 0);
+        // Their next message went to v2, which pinned them there.
+        assert!(traffic.live_sessions(&id("v2")) > 250);
+        let end = clock.now();
+        let v1 = traffic.share(&agent, &id("v1"), end, end);
+        assert_eq!(v1, 0.0);
+    }
+
+    #[test]
+    fn a_sessions_agent_keeps_its_sessions_on_the_version_they_began_on() {
+        let (clock, traffic, agent) = chat();
+        // What a host does for a sessions agent: affinity on at the first registration.
+        block_on(traffic.set_session_affinity(&agent, affinity())).unwrap();
+        block_on(traffic.promote(&agent, &id("v1"))).unwrap();
+        clock.advance(Duration::from_secs(60));
+        let before = traffic.live_sessions(&id("v1"));
+        assert!(before > 250, "{before}");
+        block_on(traffic.promote(&agent, &id("v2"))).unwrap();
+        clock.advance(Duration::from_secs(60));
+        let kept = traffic.live_sessions(&id("v1"));
+        // Sessions end, none arrive on v1 any more; those left have not moved.
+        assert!(kept > 150 && kept < before, "{kept} of {before}");
+        assert!(traffic.live_sessions(&id("v2")) > 30);
+        assert!(traffic.session_moves().is_empty());
+    }
+
+    #[test]
+    fn pins_need_affinity_and_go_when_it_is_turned_off() {
+        let (clock, traffic, agent) = chat();
+        block_on(traffic.promote(&agent, &id("v1"))).unwrap();
+        let session = SessionId::new("s-1").unwrap();
+        assert!(matches!(
+            block_on(traffic.pin_session(&agent, &session, &id("v1"))),
+            Err(TrafficError::NoSessionAffinity { .. })
+        ));
+        block_on(traffic.set_session_affinity(&agent, affinity())).unwrap();
+        block_on(traffic.pin_session(&agent, &session, &id("v1"))).unwrap();
+        clock.advance(Duration::from_secs(60));
+        let pinned = traffic.live_sessions(&id("v1"));
+        assert!(pinned > 250, "{pinned}");
+        block_on(traffic.set_session_affinity(&agent, None)).unwrap();
+        assert_eq!(traffic.live_sessions(&id("v1")), 0);
+        let moves = traffic.session_moves();
+        assert_eq!(
+            moves.len() as u64 + 1,
+            pinned,
+            "every simulated pin, and the explicit one"
+        );
+        assert!(moves.iter().all(|m| m.cause == MoveCause::AffinityOff));
+    }
+
+    #[test]
+    fn a_rollback_drops_the_pins_of_the_route_it_undoes_and_restores_affinity() {
+        let (clock, traffic, agent) = chat();
+        block_on(traffic.set_session_affinity(&agent, affinity())).unwrap();
+        block_on(traffic.promote(&agent, &id("v1"))).unwrap();
+        let half = Split::canary(id("v1"), id("v2"), "50%".parse().unwrap()).unwrap();
+        block_on(traffic.set_split(&agent, &half)).unwrap();
+        clock.advance(Duration::from_secs(120));
+        let on_v2 = traffic.live_sessions(&id("v2"));
+        assert!(on_v2 > 50, "{on_v2}");
+        block_on(traffic.rollback(&agent)).unwrap();
+        assert_eq!(traffic.live_sessions(&id("v2")), 0);
+        let moves = traffic.session_moves();
+        assert_eq!(moves.len() as u64, on_v2);
+        assert!(
+            moves
+                .iter()
+                .all(|m| m.cause == MoveCause::RolledBack && m.from == id("v2"))
+        );
+        // Affinity is part of the route: rolling back past it turns it off.
+        block_on(traffic.rollback(&agent)).unwrap_err();
+        let (clock, traffic, agent) = chat();
+        block_on(traffic.promote(&agent, &id("v1"))).unwrap();
+        block_on(traffic.set_session_affinity(&agent, affinity())).unwrap();
+        clock.advance(Duration::from_secs(60));
+        assert!(traffic.live_sessions(&id("v1")) > 250);
+        block_on(traffic.rollback(&agent)).unwrap();
+        assert_eq!(traffic.live_sessions(&id("v1")), 0);
     }
 }

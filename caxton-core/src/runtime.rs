@@ -300,6 +300,17 @@ pub enum AgentError {
         /// The limit.
         limit: usize,
     },
+    /// A new session found the deployment at its bound of sessions, every one of them
+    /// busy with a message, so none could make room.
+    #[error(
+        "deployment `{deployment}` has {limit} sessions, all busy; a new session must wait for one"
+    )]
+    TooManySessions {
+        /// The deployment.
+        deployment: DeploymentId,
+        /// The most sessions it keeps.
+        limit: usize,
+    },
     /// The runtime failed for a reason of its own.
     #[error("runtime failed for deployment `{deployment}`: {message}")]
     Host {
@@ -329,6 +340,7 @@ impl AgentError {
             AgentError::Trap { .. } => "trap",
             AgentError::ReplyOutOfBounds { .. } => "reply_out_of_bounds",
             AgentError::MessageTooLarge { .. } => "message_too_large",
+            AgentError::TooManySessions { .. } => "too_many_sessions",
             AgentError::Host { .. } => "host_error",
         }
     }

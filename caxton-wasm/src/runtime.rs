@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use caxton_core::{
@@ -42,7 +42,8 @@ pub struct WasmRuntimeBuilder {
     limits: InstanceLimits,
     clock: Arc<dyn Clock>,
     shared_config: Option<Arc<ConfigSource>>,
-    session_idle_timeout: Option<Duration>,
+    session_idle_timeout: Duration,
+    max_sessions_per_deployment: usize,
     max_pooled_instances: usize,
     max_consecutive_failures: u32,
 }
@@ -67,9 +68,18 @@ impl WasmRuntimeBuilder {
         self
     }
 
-    /// Sessions idle this long lose their instance. Default: none.
+    /// Sessions idle this long lose their instance. Default: 30 minutes.
     pub fn session_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.session_idle_timeout = Some(timeout);
+        self.session_idle_timeout = timeout;
+        self
+    }
+
+    /// The most sessions (each with its own instance) one deployment keeps, at least 1. A
+    /// new session over the bound takes the place of the least recently used idle one,
+    /// whose state is lost; a new session finding every one busy is refused with
+    /// [`AgentError::TooManySessions`]. Default 1024.
+    pub fn max_sessions_per_deployment(mut self, count: usize) -> Self {
+        self.max_sessions_per_deployment = count.max(1);
         self
     }
 
@@ -97,6 +107,7 @@ impl WasmRuntimeBuilder {
                 clock: self.clock,
                 shared_config: self.shared_config,
                 session_idle_timeout: self.session_idle_timeout,
+                max_sessions_per_deployment: self.max_sessions_per_deployment,
                 max_pooled_instances: self.max_pooled_instances,
                 max_consecutive_failures: self.max_consecutive_failures,
                 deployments: DashMap::new(),
@@ -116,6 +127,14 @@ pub struct DeploymentStats {
     pub instances_started: u64,
     /// Sessions whose instance failed and was discarded, losing the session's state.
     pub sessions_reset: u64,
+    /// Sessions the deployment keeps: with an instance, or waiting for a fresh one after
+    /// a failure.
+    pub sessions_open: usize,
+    /// Idle sessions dropped, least recently used first, to make room for new ones under
+    /// [`max_sessions_per_deployment`](WasmRuntimeBuilder::max_sessions_per_deployment).
+    pub sessions_evicted: u64,
+    /// Sessions dropped because they were idle past the timeout.
+    pub sessions_expired: u64,
     /// Idle session-less instances waiting for reuse.
     pub pooled_instances: usize,
     /// Messages being handled right now.
@@ -127,6 +146,11 @@ pub struct DeploymentStats {
 /// - Each session gets its own instance, so state the agent keeps in linear memory lasts
 ///   across the session's messages; messages of one session run one at a time. A message
 ///   without a session takes an idle pooled instance or a fresh one.
+/// - Sessions are bounded per deployment: a new session over the bound takes the place of
+///   the least recently used idle one, so one deployment cannot take every instance of the
+///   engine from the others. Sessions idle past the timeout are dropped as new sessions
+///   start and on [`evict_idle_sessions`](AgentRuntime::evict_idle_sessions). A session
+///   whose instance could not start is not kept.
 /// - A failed instance (trap, limit, bad reply) is discarded. When it served a session, the
 ///   session's next message starts a fresh instance: the session goes on, its earlier state
 ///   is lost, a warning is logged and [`DeploymentStats::sessions_reset`] counts it.
@@ -150,17 +174,45 @@ struct RuntimeInner {
     limits: InstanceLimits,
     clock: Arc<dyn Clock>,
     shared_config: Option<Arc<ConfigSource>>,
-    session_idle_timeout: Option<Duration>,
+    session_idle_timeout: Duration,
+    max_sessions_per_deployment: usize,
     max_pooled_instances: usize,
     max_consecutive_failures: u32,
     deployments: DashMap<DeploymentId, Arc<Loaded>>,
 }
 
+type Slot = Arc<Mutex<SessionSlot>>;
+
 struct SessionSlot {
     instance: Option<AgentInstance>,
+    /// For the idle timeout, on the runtime's clock.
     last_used: Timestamp,
+    /// For least-recently-used eviction: a per-deployment sequence, exact where clock
+    /// readings tie.
+    last_use: u64,
     /// The session's instance failed; its next message starts afresh.
     reset: bool,
+    /// Taken out of the session map (ended, evicted, or its instance could not start): a
+    /// message that looked it up before then must look again.
+    closed: bool,
+}
+
+impl SessionSlot {
+    /// Marks the slot out of the map and hands back its instance, to drop outside locks.
+    fn close(&mut self) -> Option<AgentInstance> {
+        self.closed = true;
+        self.instance.take()
+    }
+}
+
+/// The slot when no message holds it. A poisoned slot is idle too: the panic that
+/// poisoned it is over.
+fn try_lock_idle(slot: &Mutex<SessionSlot>) -> Option<MutexGuard<'_, SessionSlot>> {
+    match slot.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
 }
 
 struct Loaded {
@@ -173,7 +225,11 @@ struct Loaded {
     in_flight: AtomicUsize,
     drained_lock: Mutex<()>,
     drained: Condvar,
-    sessions: DashMap<SessionId, Arc<Mutex<SessionSlot>>>,
+    sessions: DashMap<SessionId, Slot>,
+    /// Held while a new session is added, so the bound on sessions holds exactly.
+    admission: Mutex<()>,
+    /// The source of [`SessionSlot::last_use`].
+    uses: AtomicU64,
     pool: Mutex<Vec<AgentInstance>>,
     messages: AtomicU64,
     traps: AtomicU64,
@@ -184,6 +240,8 @@ struct Loaded {
     max_consecutive_failures: u32,
     instances_started: AtomicU64,
     sessions_reset: AtomicU64,
+    sessions_evicted: AtomicU64,
+    sessions_expired: AtomicU64,
     last_sweep: Mutex<Timestamp>,
     last_error: Mutex<Option<String>>,
 }
@@ -318,44 +376,56 @@ impl Loaded {
         runtime: &RuntimeInner,
     ) -> Result<Reply, AgentError> {
         let now = runtime.clock.now();
-        let slot = match self.sessions.entry(session.clone()) {
-            Entry::Occupied(entry) => entry.get().clone(),
-            Entry::Vacant(entry) => {
-                let slot = entry
-                    .insert(Arc::new(Mutex::new(SessionSlot {
-                        instance: None,
-                        last_used: now,
-                        reset: false,
-                    })))
-                    .clone();
-                if let Some(timeout) = runtime.session_idle_timeout {
-                    self.sweep_if_due(now, timeout);
-                }
-                slot
+        loop {
+            let slot = self.session_slot(session, now, runtime)?;
+            let mut guard = lock(&slot);
+            // Ended or evicted between the lookup and the lock: look again.
+            if !guard.closed {
+                return self.handle_in_slot(session, message, now, &slot, &mut guard);
             }
-        };
-        let mut slot = lock(&slot);
-        slot.last_used = now;
-        let mut instance = match slot.instance.take() {
+        }
+    }
+
+    fn handle_in_slot(
+        &self,
+        session: &SessionId,
+        message: &[u8],
+        now: Timestamp,
+        slot: &Slot,
+        guard: &mut SessionSlot,
+    ) -> Result<Reply, AgentError> {
+        guard.last_used = now;
+        guard.last_use = self.uses.fetch_add(1, Ordering::Relaxed);
+        let mut instance = match guard.instance.take() {
             Some(instance) => instance,
-            None => {
-                if std::mem::take(&mut slot.reset) {
-                    tracing::info!(
-                        target: "caxton::wasm",
-                        agent = %self.agent,
-                        deployment = %self.deployment(),
-                        session = %session,
-                        "session continues on a fresh instance; its earlier state is lost"
-                    );
+            None => match self.instantiate(Some(session)) {
+                Ok(instance) => {
+                    if std::mem::take(&mut guard.reset) {
+                        tracing::info!(
+                            target: "caxton::wasm",
+                            agent = %self.agent,
+                            deployment = %self.deployment(),
+                            session = %session,
+                            "session continues on a fresh instance; its earlier state is lost"
+                        );
+                    }
+                    instance
                 }
-                self.instantiate(Some(session))?
-            }
+                Err(err) => {
+                    // Nothing is left to keep: a slot without an instance would only hold
+                    // a place under the bound.
+                    guard.closed = true;
+                    self.sessions
+                        .remove_if(session, |_, current| Arc::ptr_eq(current, slot));
+                    return Err(err);
+                }
+            },
         };
         let result = instance.handle(message);
         match instance.failure() {
-            None => slot.instance = Some(instance),
+            None => guard.instance = Some(instance),
             Some(failure) => {
-                slot.reset = true;
+                guard.reset = true;
                 self.sessions_reset.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     target: "caxton::wasm",
@@ -368,6 +438,77 @@ impl Loaded {
             }
         }
         result
+    }
+
+    /// The slot of `session`, added when new; room is made under the bound first.
+    fn session_slot(
+        &self,
+        session: &SessionId,
+        now: Timestamp,
+        runtime: &RuntimeInner,
+    ) -> Result<Slot, AgentError> {
+        if let Some(slot) = self.sessions.get(session) {
+            return Ok(slot.value().clone());
+        }
+        let _admission = lock(&self.admission);
+        // Another message of the same session may have added it meanwhile.
+        if let Some(slot) = self.sessions.get(session) {
+            return Ok(slot.value().clone());
+        }
+        self.sweep_if_due(now, runtime.session_idle_timeout);
+        let limit = runtime.max_sessions_per_deployment;
+        while self.sessions.len() >= limit {
+            if !self.evict_least_recently_used() {
+                return Err(AgentError::TooManySessions {
+                    deployment: self.deployment().clone(),
+                    limit,
+                });
+            }
+        }
+        let slot = Arc::new(Mutex::new(SessionSlot {
+            instance: None,
+            last_used: now,
+            last_use: 0,
+            reset: false,
+            closed: false,
+        }));
+        self.sessions.insert(session.clone(), slot.clone());
+        Ok(slot)
+    }
+
+    /// Drops the least recently used idle session; false when every session is busy.
+    fn evict_least_recently_used(&self) -> bool {
+        loop {
+            let oldest = self
+                .sessions
+                .iter()
+                .filter_map(|entry| {
+                    let last_use = try_lock_idle(entry.value())?.last_use;
+                    Some((last_use, entry.key().clone(), entry.value().clone()))
+                })
+                .min_by_key(|(last_use, ..)| *last_use);
+            let Some((_, session, slot)) = oldest else {
+                return false;
+            };
+            // It may have turned busy since the scan: then look again.
+            let Some(mut guard) = try_lock_idle(&slot) else {
+                continue;
+            };
+            let instance = guard.close();
+            self.sessions
+                .remove_if(&session, |_, current| Arc::ptr_eq(current, &slot));
+            drop(guard);
+            drop(instance);
+            self.sessions_evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                target: "caxton::wasm",
+                agent = %self.agent,
+                deployment = %self.deployment(),
+                session = %session,
+                "least recently used session evicted to make room for a new one; its state is lost"
+            );
+            return true;
+        }
     }
 
     fn sweep_if_due(&self, now: Timestamp, timeout: Duration) {
@@ -383,26 +524,40 @@ impl Loaded {
 
     /// Drops sessions idle for `timeout`; returns how many.
     fn evict_idle(&self, now: Timestamp, timeout: Duration) -> usize {
-        let mut evicted = 0;
-        self.sessions.retain(|_, slot| {
+        let mut dropped = Vec::new();
+        self.sessions.retain(|session, slot| {
             // A session busy with a message is not idle.
-            let Ok(slot) = slot.try_lock() else {
+            let Some(mut slot) = try_lock_idle(slot) else {
                 return true;
             };
-            let idle = now.saturating_since(slot.last_used) >= timeout;
-            evicted += usize::from(idle);
-            !idle
+            if now.saturating_since(slot.last_used) < timeout {
+                return true;
+            }
+            tracing::debug!(
+                target: "caxton::wasm",
+                agent = %self.agent,
+                deployment = %self.deployment(),
+                session = %session,
+                "idle session expired; its state is lost"
+            );
+            dropped.push(slot.close());
+            false
         });
-        evicted
+        // Instances are dropped here, with no lock of the session map held.
+        let expired = dropped.len();
+        drop(dropped);
+        self.sessions_expired
+            .fetch_add(expired as u64, Ordering::Relaxed);
+        expired
     }
 
     fn live_sessions(&self) -> u64 {
         self.sessions
             .iter()
-            .filter(|entry| match entry.value().try_lock() {
-                Ok(slot) => slot.instance.is_some(),
+            .filter(|entry| match try_lock_idle(entry.value()) {
+                Some(slot) => slot.instance.is_some(),
                 // Busy with a message, so it has (or is starting) an instance.
-                Err(_) => true,
+                None => true,
             })
             .count() as u64
     }
@@ -432,7 +587,8 @@ impl WasmRuntime {
             limits: InstanceLimits::default(),
             clock: Arc::new(SystemClock),
             shared_config: None,
-            session_idle_timeout: None,
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            max_sessions_per_deployment: 1024,
             max_pooled_instances: 4,
             max_consecutive_failures: 5,
         }
@@ -469,6 +625,9 @@ impl WasmRuntime {
             digest: loaded.compiled.digest(),
             instances_started: loaded.instances_started.load(Ordering::Relaxed),
             sessions_reset: loaded.sessions_reset.load(Ordering::Relaxed),
+            sessions_open: loaded.sessions.len(),
+            sessions_evicted: loaded.sessions_evicted.load(Ordering::Relaxed),
+            sessions_expired: loaded.sessions_expired.load(Ordering::Relaxed),
             pooled_instances: lock(&loaded.pool).len(),
             in_flight: loaded.in_flight.load(Ordering::SeqCst),
         })
@@ -556,6 +715,8 @@ impl WasmRuntime {
             drained_lock: Mutex::new(()),
             drained: Condvar::new(),
             sessions: DashMap::new(),
+            admission: Mutex::new(()),
+            uses: AtomicU64::new(0),
             pool: Mutex::new(Vec::new()),
             messages: AtomicU64::new(0),
             traps: AtomicU64::new(0),
@@ -563,6 +724,8 @@ impl WasmRuntime {
             max_consecutive_failures: self.inner.max_consecutive_failures,
             instances_started: AtomicU64::new(0),
             sessions_reset: AtomicU64::new(0),
+            sessions_evicted: AtomicU64::new(0),
+            sessions_expired: AtomicU64::new(0),
             last_sweep: Mutex::new(self.inner.clock.now()),
             last_error: Mutex::new(None),
         });
@@ -645,7 +808,8 @@ impl AgentRuntime for WasmRuntime {
         match loaded.sessions.remove(session) {
             Some((_, slot)) => {
                 // Waits for a message of the session still running, then frees the instance.
-                lock(&slot).instance.take();
+                let instance = lock(&slot).close();
+                drop(instance);
                 true
             }
             None => false,
@@ -700,11 +864,9 @@ impl AgentRuntime for WasmRuntime {
 
     /// Drops the instances of sessions idle for the configured timeout (sessions busy with
     /// a message are never idle); returns how many. Also done now and then as new sessions
-    /// start. Does nothing without a timeout.
+    /// start.
     fn evict_idle_sessions(&self) -> usize {
-        let Some(timeout) = self.inner.session_idle_timeout else {
-            return 0;
-        };
+        let timeout = self.inner.session_idle_timeout;
         let now = self.inner.clock.now();
         let loaded: Vec<Arc<Loaded>> = self
             .inner

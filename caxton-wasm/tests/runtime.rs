@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use caxton_core::{AgentError, AgentRuntime, ManualClock, SessionId, Timestamp};
 use caxton_wasm::fixtures::{Fixture, tagged_echo};
-use caxton_wasm::{ConfigSource, InstanceLimits, WasmRuntime, config_keys};
+use caxton_wasm::{
+    AgentEngine, ConfigSource, EngineConfig, InstanceLimits, PoolingConfig, WasmRuntime,
+    config_keys,
+};
 use common::*;
 
 fn runtime() -> WasmRuntime {
@@ -499,4 +502,143 @@ fn the_runtime_serves_as_a_trait_object() {
     );
     runtime.unload(&loaded[1]).unwrap();
     assert_eq!(runtime.loaded(), [deployment("echo-v1")]);
+}
+
+/// Sends one message to a counter agent in `session` and returns its count.
+fn count(runtime: &WasmRuntime, id: &caxton_core::DeploymentId, session: &str) -> u32 {
+    let reply = runtime
+        .handle(id, Some(&self::session(session)), b"")
+        .unwrap();
+    String::from_utf8(reply.bytes).unwrap().parse().unwrap()
+}
+
+#[test]
+fn sessions_are_bounded_per_deployment_and_the_least_recently_used_goes_first() {
+    let runtime = WasmRuntime::builder(engine())
+        .max_sessions_per_deployment(3)
+        .build();
+    let id = ready(&runtime, "counter", "counter-v1", Fixture::Counter.wasm());
+    for name in ["a", "b", "c"] {
+        assert_eq!(count(&runtime, &id, name), 1);
+    }
+    // `a` is used again, so `b` is now the least recently used.
+    assert_eq!(count(&runtime, &id, "a"), 2);
+    assert_eq!(count(&runtime, &id, "d"), 1);
+    let stats = runtime.stats(&id).unwrap();
+    assert_eq!((stats.sessions_open, stats.sessions_evicted), (3, 1));
+    assert_eq!(stats.health.sessions, 3);
+    // `a` and `c` kept their state; `b` lost it and, coming back, pushes out `c`.
+    assert_eq!(count(&runtime, &id, "a"), 3);
+    assert_eq!(count(&runtime, &id, "b"), 1);
+    assert_eq!(count(&runtime, &id, "d"), 2);
+    assert_eq!(count(&runtime, &id, "c"), 1);
+    assert_eq!(runtime.stats(&id).unwrap().sessions_evicted, 3);
+}
+
+#[test]
+fn one_deployment_opening_many_sessions_does_not_starve_another() {
+    // An engine of 12 instances in all; each deployment keeps at most 4 sessions.
+    let engine = AgentEngine::new(
+        EngineConfig::default().pooling(
+            PoolingConfig::default()
+                .max_instances(12)
+                .max_memory_bytes(64 << 20),
+        ),
+    )
+    .unwrap();
+    let runtime = WasmRuntime::builder(engine)
+        .max_sessions_per_deployment(4)
+        .build();
+    let greedy = ready(&runtime, "greedy", "greedy-v1", Fixture::Counter.wasm());
+    let modest = ready(&runtime, "modest", "modest-v1", Fixture::Echo.wasm());
+    for i in 0..50 {
+        assert_eq!(count(&runtime, &greedy, &format!("s{i}")), 1);
+    }
+    let stats = runtime.stats(&greedy).unwrap();
+    assert_eq!(stats.health.sessions, 4);
+    assert_eq!(stats.sessions_evicted, 46);
+    assert_eq!(stats.health.traps, 0);
+    for s in [Some(session("x")), Some(session("y")), None] {
+        let reply = runtime
+            .handle(&modest, s.as_ref(), b"still served")
+            .unwrap();
+        assert_eq!(reply.bytes, b"still served");
+    }
+}
+
+#[test]
+fn a_session_whose_instance_cannot_start_is_not_kept() {
+    // Room for two instances: the warm-up's pooled one and one session.
+    let engine = AgentEngine::new(
+        EngineConfig::default().pooling(
+            PoolingConfig::default()
+                .max_instances(2)
+                .max_memory_bytes(64 << 20),
+        ),
+    )
+    .unwrap();
+    let runtime = WasmRuntime::new(engine);
+    let id = ready(&runtime, "counter", "counter-v1", Fixture::Counter.wasm());
+    assert_eq!(count(&runtime, &id, "a"), 1);
+    for _ in 0..3 {
+        let err = runtime.handle(&id, Some(&session("b")), b"").unwrap_err();
+        assert!(matches!(err, AgentError::Host { .. }), "{err}");
+    }
+    assert_eq!(runtime.stats(&id).unwrap().sessions_open, 1);
+    assert!(runtime.end_session(&id, &session("a")));
+    assert!(!runtime.end_session(&id, &session("b")), "b was never kept");
+    assert_eq!(count(&runtime, &id, "b"), 1);
+    assert_eq!(runtime.stats(&id).unwrap().sessions_open, 1);
+}
+
+#[test]
+fn a_new_session_is_refused_while_every_session_is_busy() {
+    let runtime = WasmRuntime::builder(engine())
+        .limits(limits().deadline(Some(Duration::from_secs(5))).build())
+        .max_sessions_per_deployment(1)
+        .build();
+    let slow = ready(&runtime, "slow", "slow-v1", Fixture::Slow.wasm());
+    let busy = {
+        let runtime = runtime.clone();
+        let slow = slow.clone();
+        thread::spawn(move || runtime.handle(&slow, Some(&session("a")), &300u32.to_le_bytes()))
+    };
+    while runtime.stats(&slow).map(|s| s.in_flight) != Some(1) {
+        thread::yield_now();
+    }
+    let err = runtime
+        .handle(&slow, Some(&session("b")), &0u32.to_le_bytes())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        AgentError::TooManySessions {
+            deployment: slow.clone(),
+            limit: 1
+        }
+    );
+    assert_eq!(err.code(), "too_many_sessions");
+    assert_eq!(busy.join().unwrap().unwrap().bytes, b"done");
+    // Once `a` is idle, `b` takes its place.
+    let reply = runtime
+        .handle(&slow, Some(&session("b")), &0u32.to_le_bytes())
+        .unwrap();
+    assert_eq!(reply.bytes, b"done");
+    assert_eq!(runtime.stats(&slow).unwrap().sessions_evicted, 1);
+}
+
+#[test]
+fn sessions_idle_for_thirty_minutes_expire_by_default() {
+    let clock = ManualClock::new(Timestamp::from_millis(0));
+    let runtime = WasmRuntime::builder(engine())
+        .clock(Arc::new(clock.clone()))
+        .build();
+    let id = ready(&runtime, "counter", "counter-v1", Fixture::Counter.wasm());
+    assert_eq!(count(&runtime, &id, "a"), 1);
+    clock.advance(Duration::from_secs(29 * 60));
+    assert_eq!(runtime.evict_idle_sessions(), 0);
+    clock.advance(Duration::from_secs(2 * 60));
+    assert_eq!(runtime.evict_idle_sessions(), 1);
+    let stats = runtime.stats(&id).unwrap();
+    assert_eq!((stats.sessions_open, stats.sessions_expired), (0, 1));
+    assert_eq!(count(&runtime, &id, "a"), 1);
 }

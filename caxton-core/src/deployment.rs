@@ -58,7 +58,19 @@ pub struct Deployment {
     pub expires_at: Option<Timestamp>,
 }
 
+/// The metadata label holding a deployment's label for people (`v2`).
+pub const LABEL_KEY: &str = "caxton.label";
+
 impl Deployment {
+    /// The deployment's label for people (`v2`): its `caxton.label` metadata label, else
+    /// its id. Metrics name versions by it.
+    pub fn label(&self) -> &str {
+        self.metadata
+            .labels
+            .get(LABEL_KEY)
+            .map_or(self.id.as_str(), String::as_str)
+    }
+
     /// Whether the deployment was soft-deleted.
     pub fn is_deleted(&self) -> bool {
         self.expires_at.is_some()

@@ -59,6 +59,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod artifact;
 pub mod audit;
 pub mod clock;
 pub mod deployment;
@@ -71,6 +72,9 @@ pub mod time;
 pub mod traffic;
 pub mod version;
 
+pub use artifact::{
+    ArtifactError, ArtifactKind, ArtifactStore, MemoryArtifactStore, StoredArtifact,
+};
 pub use audit::{AuditAction, AuditEvent};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use deployment::{Deployment, DeploymentMetadata, NewDeployment, NewDeploymentBuilder};

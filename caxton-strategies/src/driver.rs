@@ -236,6 +236,7 @@ impl RolloutDriver {
         let create_span = tracing::info_span!(
             "deployment.create",
             agent_id = %agent,
+            deployment_id = tracing::field::Empty,
             strategy = strategy.name()
         );
         let (candidate, baseline, older) =
@@ -259,6 +260,8 @@ impl RolloutDriver {
                 let older = self
                     .older_versions(&agent, &candidate.id, baseline.as_ref())
                     .await;
+                tracing::Span::current()
+                    .record("deployment_id", tracing::field::display(&candidate.id));
                 tracing::info!(deployment_id = %candidate.id, "candidate recorded");
                 Ok::<_, DriverError>((candidate, baseline, older))
             }
@@ -273,7 +276,8 @@ impl RolloutDriver {
         let mut run = Run {
             driver: self,
             version: candidate.version.fingerprint().short(),
-            baseline_version: baseline.as_ref().map(|b| b.version.fingerprint().short()),
+            label: candidate.label().to_owned(),
+            baseline_label: baseline.as_ref().map(|b| b.label().to_owned()),
             candidate,
             context,
             strategy,
@@ -282,7 +286,8 @@ impl RolloutDriver {
             promoted: false,
             mirroring: false,
             taken_out: false,
-            stage_span: create_span,
+            stage_span: create_span.clone(),
+            root: create_span,
             steps: 0,
         };
         Ok(run.drive(commands).await)
@@ -323,7 +328,9 @@ struct Run<'a> {
     driver: &'a RolloutDriver,
     candidate: Deployment,
     version: String,
-    baseline_version: Option<String>,
+    /// The candidate's label, which names it in metrics.
+    label: String,
+    baseline_label: Option<String>,
     context: RolloutContext,
     strategy: Box<dyn Strategy>,
     start: Timestamp,
@@ -332,6 +339,9 @@ struct Run<'a> {
     mirroring: bool,
     taken_out: bool,
     stage_span: Span,
+    /// The rollout's one root span, `deployment.create`: validation, warm-up, every stage
+    /// and `deployment.finalize` are its children, so a rollout is one trace.
+    root: Span,
     steps: u64,
 }
 
@@ -379,8 +389,8 @@ impl Run<'_> {
             strategy: self.strategy.name().to_owned(),
             baseline_id: self.context.baseline.clone(),
         });
-        if let Some(version) = &self.baseline_version {
-            telemetry::set_version_active(self.agent().as_str(), version, true);
+        if let Some(label) = &self.baseline_label {
+            telemetry::set_version_active(self.agent().as_str(), label, true);
         }
         let mut observations = Observations::default();
         let mut last_observed = self.start;
@@ -528,7 +538,7 @@ impl Run<'_> {
 
     async fn validate(&mut self, timeout: Duration) -> ValidationVerdict {
         let started = self.driver.clock.now();
-        let span = tracing::info_span!("deployment.create", agent_id = %self.agent(), deployment_id = %self.context.candidate);
+        let span = self.root.clone();
         let verdict = async {
             if let Err(problem) = self
                 .transition(
@@ -579,7 +589,7 @@ impl Run<'_> {
 
     async fn warm_up(&mut self, timeout: Duration) -> WarmUpReport {
         let started = self.driver.clock.now();
-        let span = tracing::info_span!("deployment.create", agent_id = %self.agent(), deployment_id = %self.context.candidate);
+        let span = self.root.clone();
         let report = async {
             let checks = Arc::clone(&self.driver.checks);
             let candidate = self.candidate.clone();
@@ -635,7 +645,7 @@ impl Run<'_> {
         .await;
         if report.ready {
             self.registered = true;
-            telemetry::set_version_active(self.agent().as_str(), &self.version, true);
+            telemetry::set_version_active(self.agent().as_str(), &self.label, true);
         }
         self.emit(EventKind::WarmUpFinished {
             ready: report.ready,
@@ -684,6 +694,7 @@ impl Run<'_> {
             Directive::Emit(kind) => {
                 if let EventKind::StageStarted { stage, .. } = &kind {
                     self.stage_span = telemetry::stage_span(
+                        &self.root,
                         stage,
                         self.context.agent.as_str(),
                         self.context.candidate.as_str(),
@@ -841,7 +852,7 @@ impl Run<'_> {
             if let Err(error) = closed.await {
                 problems.push(error.to_string());
             }
-            telemetry::set_version_active(agent.as_str(), &self.version, false);
+            telemetry::set_version_active(agent.as_str(), &self.label, false);
             self.registered = false;
             telemetry::count_rollback(reason.kind.as_str());
             self.emit(EventKind::RolledBack {
@@ -931,11 +942,7 @@ impl Run<'_> {
                 {
                     self.emit(EventKind::Warning { message: problem });
                 }
-                telemetry::set_version_active(
-                    agent.as_str(),
-                    &current.version.fingerprint().short(),
-                    false,
-                );
+                telemetry::set_version_active(agent.as_str(), current.label(), false);
             }
             Err(error) => self.emit(EventKind::Warning {
                 message: error.to_string(),
@@ -950,6 +957,7 @@ impl Run<'_> {
 
     async fn finish(&mut self, outcome: Outcome) -> RolloutReport {
         let span = tracing::info_span!(
+            parent: &self.root,
             "deployment.finalize",
             agent_id = %self.context.agent,
             deployment_id = %self.context.candidate,
@@ -978,7 +986,7 @@ impl Run<'_> {
         let finished_at = self.driver.clock.now();
         telemetry::record_duration(
             self.strategy.name(),
-            outcome.as_str(),
+            telemetry::status_of(&outcome),
             (finished_at - self.start).as_secs_f64(),
         );
         self.emit(EventKind::Finished {

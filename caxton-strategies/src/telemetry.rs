@@ -75,8 +75,9 @@ fn callsite(name: &str) -> &'static StageCallsite {
     callsite
 }
 
-/// An INFO span named `stage`, with the agent, deployment and stage as fields.
-pub(crate) fn stage_span(stage: &str, agent: &str, deployment: &str) -> Span {
+/// An INFO span named `stage`, child of `parent`, with the agent, deployment and stage as
+/// fields.
+pub(crate) fn stage_span(parent: &Span, stage: &str, agent: &str, deployment: &str) -> Span {
     let callsite = callsite(stage);
     let Some(metadata) = callsite.metadata.get() else {
         return Span::none();
@@ -97,7 +98,23 @@ pub(crate) fn stage_span(stage: &str, agent: &str, deployment: &str) -> Span {
         (&deployment_field, Some(&deployment)),
         (&stage_field, Some(&stage)),
     ];
-    Span::new(metadata, &fields.value_set(&values))
+    Span::child_of(parent, metadata, &fields.value_set(&values))
+}
+
+/// The `status` label of a rollout's end: `success`, `rolled_back`, `aborted`, or
+/// `failed` when the candidate never passed validation or warm-up.
+pub(crate) fn status_of(outcome: &crate::strategy::Outcome) -> &'static str {
+    use crate::strategy::{Outcome, ReasonKind};
+    match outcome {
+        Outcome::Promoted => "success",
+        Outcome::RolledBack { reason } | Outcome::Aborted { reason }
+            if matches!(reason.kind, ReasonKind::Validation | ReasonKind::WarmUp) =>
+        {
+            "failed"
+        }
+        Outcome::RolledBack { .. } => "rolled_back",
+        Outcome::Aborted { .. } => "aborted",
+    }
 }
 
 /// Records the end of a rollout: `caxton_deployment_duration_seconds{strategy,status}`.
@@ -149,7 +166,7 @@ mod tests {
             .with_max_level(Level::INFO)
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            let span = stage_span("canary.50_percent", "processor", "v2");
+            let span = stage_span(&Span::none(), "canary.50_percent", "processor", "v2");
             assert_eq!(span.metadata().map(|m| m.name()), Some("canary.50_percent"));
         });
     }

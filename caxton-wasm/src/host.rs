@@ -1,7 +1,8 @@
 //! What the host keeps per instance (the store's data) and the `caxton.*` host functions.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use caxton_core::{AgentId, Clock, DeploymentId, SessionId};
@@ -16,7 +17,7 @@ pub(crate) struct HostState {
     pub(crate) config: ConfigLayers,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) identity: Identity,
-    pub(crate) log: LogGate,
+    pub(crate) log: SharedLogGate,
     pub(crate) log_line_bytes: usize,
     /// Set once the instance exists; before that (in a start function) the export is looked up.
     pub(crate) memory: Option<Memory>,
@@ -83,7 +84,11 @@ impl ResourceLimiter for ResourceGuard {
     }
 }
 
-/// A token bucket limiting how many log lines one instance may emit.
+/// A [`LogGate`] shared by every instance of one deployment, so the rate limit is the
+/// deployment's, not a fresh burst for each instance it starts.
+pub(crate) type SharedLogGate = Arc<Mutex<LogGate>>;
+
+/// A token bucket limiting how many log lines may be emitted.
 #[derive(Debug, Clone)]
 pub(crate) struct LogGate {
     per_second: f64,
@@ -104,6 +109,11 @@ impl LogGate {
         }
     }
 
+    /// A gate to share between instances.
+    pub(crate) fn shared(per_second: u32, burst: u32) -> SharedLogGate {
+        Arc::new(Mutex::new(LogGate::new(per_second, burst)))
+    }
+
     /// Whether a line may go out at `now`; when it may, also how many were dropped since the
     /// last line that went out.
     pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {
@@ -122,10 +132,51 @@ impl LogGate {
     }
 }
 
-/// At most `cap` bytes of a log message, as text; and whether it was cut.
+/// At most `cap` bytes of a log message, as escaped text (see [`escaped`]); and whether it
+/// was cut.
 pub(crate) fn log_text(bytes: &[u8], cap: usize) -> (Cow<'_, str>, bool) {
     let cut = bytes.len() > cap;
-    (String::from_utf8_lossy(&bytes[..bytes.len().min(cap)]), cut)
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(cap)]);
+    let text = match escaped(&text) {
+        Some(escaped) => Cow::Owned(escaped),
+        None => text,
+    };
+    (text, cut)
+}
+
+/// Whether a character of guest text could break or disguise a host log line: line
+/// breaks, control characters (terminal escapes among them), Unicode line separators and
+/// bidirectional overrides; and the backslash, so escaped text reads back unambiguously.
+fn needs_escape(c: char) -> bool {
+    c == '\\'
+        || c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Guest text with every character that [`needs_escape`] written as `\n`, `\r`, `\t`,
+/// `\\` or `\u{..}`, so it stays on one log line and cannot pass for a host line; `None`
+/// when there is nothing to escape.
+pub(crate) fn escaped(text: &str) -> Option<String> {
+    if !text.chars().any(needs_escape) {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            // Writing to a String cannot fail.
+            c if needs_escape(c) => _ = write!(out, "\\u{{{:x}}}", u32::from(c)),
+            c => out.push(c),
+        }
+    }
+    Some(out)
 }
 
 fn memory_of(caller: &mut Caller<'_, HostState>, function: &str) -> wasmtime::Result<Memory> {
@@ -156,7 +207,13 @@ fn host_log(
     let (memory, state) = memory.data_and_store_mut(&mut caller);
     let range = guest_range(ptr as u32, len as u32, memory.len())
         .ok_or_else(|| out_of_bounds(abi::IMPORT_LOG, "message", ptr, len, memory.len()))?;
-    let Some(dropped) = state.log.admit(Instant::now()) else {
+    // Every critical section of the gate leaves it consistent, so a poisoned one is usable.
+    let admitted = state
+        .log
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .admit(Instant::now());
+    let Some(dropped) = admitted else {
         return Ok(());
     };
     let (text, truncated) = log_text(&memory[range], state.log_line_bytes);
@@ -278,6 +335,28 @@ mod tests {
     }
 
     #[test]
+    fn guest_text_cannot_break_or_disguise_a_log_line() {
+        let forged = "done\nERROR caxton::wasm: deployment unloaded\r\x1b[2K\u{202e}\\n";
+        let (text, cut) = log_text(forged.as_bytes(), 1024);
+        assert!(!cut);
+        assert_eq!(
+            text,
+            "done\\nERROR caxton::wasm: deployment unloaded\\r\\u{1b}[2K\\u{202e}\\\\n"
+        );
+        assert!(!text.contains(['\n', '\r', '\x1b']), "{text}");
+        // Text with nothing to escape is passed on as is, without a copy.
+        assert!(matches!(
+            log_text("plain text, üñí".as_bytes(), 64).0,
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(escaped("tab\there").as_deref(), Some("tab\\there"));
+        assert_eq!(
+            escaped("\u{85}\u{2028}").as_deref(),
+            Some("\\u{85}\\u{2028}")
+        );
+    }
+
+    #[test]
     fn ticks_cover_the_deadline() {
         let tick = Duration::from_millis(1);
         assert_eq!(ticks_for(Some(Duration::from_millis(10)), tick), 11);
@@ -310,12 +389,16 @@ mod tests {
         }
 
         #[test]
-        fn log_text_is_capped(bytes in proptest::collection::vec(any::<u8>(), 0..600), cap in 0usize..300) {
+        fn log_text_is_capped_and_escaped(bytes in proptest::collection::vec(any::<u8>(), 0..600), cap in 0usize..300) {
             let (text, cut) = log_text(&bytes, cap);
             prop_assert_eq!(cut, bytes.len() > cap);
-            // Lossy decoding replaces each bad byte with at most 3 bytes of U+FFFD.
-            prop_assert!(text.len() <= 3 * cap.min(bytes.len()));
-            if let (Ok(original), false) = (std::str::from_utf8(&bytes), cut) {
+            // Lossy decoding turns a bad byte into 3 bytes of U+FFFD; escaping turns a
+            // control byte into at most 6 (`\u{1f}`) and a 3-byte separator into 8.
+            prop_assert!(text.len() <= 6 * cap.min(bytes.len()));
+            prop_assert!(!text.chars().any(|c| c != '\\' && needs_escape(c)), "{text:?}");
+            if let (Ok(original), false) = (std::str::from_utf8(&bytes), cut)
+                && !original.chars().any(needs_escape)
+            {
                 prop_assert_eq!(&*text, original);
             }
         }

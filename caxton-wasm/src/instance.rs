@@ -9,7 +9,7 @@ use wasmtime::{Extern, Memory, Store, Trap, TypedFunc};
 use crate::abi::{self, guest_range, unpack_reply};
 use crate::compiled::CompiledAgent;
 use crate::config::ConfigLayers;
-use crate::host::{self, HostState, Identity, LogGate, ResourceGuard};
+use crate::host::{self, HostState, Identity, LogGate, ResourceGuard, SharedLogGate};
 
 /// The limits one instance runs under. Build with [`InstanceLimits::builder`].
 ///
@@ -142,7 +142,9 @@ impl InstanceLimitsBuilder {
         self
     }
 
-    /// How many log lines are forwarded per second on average, and in a burst.
+    /// How many log lines are forwarded per second on average, and in a burst. Under
+    /// [`WasmRuntime`](crate::WasmRuntime) the rate is the deployment's, shared by all its
+    /// instances; an instance started on its own has a rate of its own.
     pub fn log_rate(mut self, per_second: u32, burst: u32) -> Self {
         self.0.log_lines_per_second = per_second;
         self.0.log_burst = burst;
@@ -178,6 +180,8 @@ pub struct InstanceSetup {
     limits: InstanceLimits,
     config: ConfigLayers,
     clock: Arc<dyn Clock>,
+    /// The log rate limit to share with other instances; `None` for one of its own.
+    log_gate: Option<SharedLogGate>,
 }
 
 impl InstanceSetup {
@@ -191,6 +195,7 @@ impl InstanceSetup {
             limits: InstanceLimits::default(),
             config: ConfigLayers::default(),
             clock: Arc::new(SystemClock),
+            log_gate: None,
         }
     }
 
@@ -216,6 +221,13 @@ impl InstanceSetup {
     /// virtual time.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Instances started with this setup share `gate` for their log lines, instead of a
+    /// rate limit each.
+    pub(crate) fn log_gate(mut self, gate: SharedLogGate) -> Self {
+        self.log_gate = Some(gate);
         self
     }
 
@@ -334,7 +346,10 @@ impl AgentInstance {
                 deployment: setup.deployment.clone(),
                 session: setup.session.clone(),
             },
-            log: LogGate::new(limits.log_lines_per_second, limits.log_burst),
+            log: setup
+                .log_gate
+                .clone()
+                .unwrap_or_else(|| LogGate::shared(limits.log_lines_per_second, limits.log_burst)),
             log_line_bytes: limits.log_line_bytes,
             memory: None,
         };

@@ -22,9 +22,11 @@
 //!
 //! Exports `memory`, `caxton_alloc (i32) -> i32`, `caxton_handle (i32, i32) -> i64` (the
 //! reply as `(ptr << 32) | len`) and optionally `caxton_init () -> i32` (`0` = ready).
-//! Imports only from `caxton`: `log (level, ptr, len)`, `config (key_ptr, key_len, out_ptr,
-//! out_cap) -> i32` (the value's length, `-1` when absent, nothing copied when it exceeds
-//! `out_cap`) and `now_ms () -> i64`. See [`abi`].
+//! Imports only from `caxton`: `log (level, ptr, len)` (lines capped, rate-limited per
+//! deployment, and escaped so that line breaks and control characters cannot forge a host
+//! log line), `config (key_ptr, key_len, out_ptr, out_cap) -> i32` (the value's length, `-1`
+//! when absent, nothing copied when it exceeds `out_cap`) and `now_ms () -> i64`. See
+//! [`abi`].
 //!
 //! # Example: load an agent from WAT and send it a message
 //!

@@ -16,6 +16,7 @@ use dashmap::mapref::entry::Entry;
 use crate::compiled::CompiledAgent;
 use crate::config::{ConfigLayers, ConfigSource};
 use crate::engine::{AgentEngine, CompileError};
+use crate::host::LogGate;
 use crate::instance::{AgentInstance, InstanceLimits, InstanceSetup, Reply};
 
 /// Configuration keys the runtime sets for every deployment, before the spec's own values
@@ -700,7 +701,10 @@ impl WasmRuntime {
         if let Some(shared) = &self.inner.shared_config {
             layers = layers.with_shared(shared.clone());
         }
+        // One log rate limit for the deployment, shared by every instance it starts.
+        let log_gate = LogGate::shared(limits.log_lines_per_second(), limits.log_burst());
         let setup = InstanceSetup::new(spec.agent.clone(), deployment.clone())
+            .log_gate(log_gate)
             .limits(limits)
             .config(layers)
             .clock(self.inner.clock.clone());

@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use caxton_core::{AgentError, ManualClock, Timestamp};
 use caxton_wasm::abi::pack_reply;
@@ -239,35 +238,9 @@ fn now_ms_reads_the_given_clock() {
     assert_eq!(read(&mut agent), 61_234);
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn log_message(level: u8, text: &[u8]) -> Vec<u8> {
-    let mut message = vec![level];
-    message.extend_from_slice(text);
-    message
-}
-
 #[test]
 fn log_lines_reach_tracing_with_ids_capped_and_rate_limited() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    let output = capture_logs(|| {
         let limits = limits().log_line_bytes(32).log_rate(1, 3).build();
         let mut agent = compile(&shared_engine(), Fixture::Logger)
             .instantiate(
@@ -283,7 +256,6 @@ fn log_lines_reach_tracing_with_ids_capped_and_rate_limited() {
         agent.handle(&log_message(4, b"fourth")).unwrap();
         agent.handle(&log_message(4, b"fifth")).unwrap();
     });
-    let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = output.lines().collect();
     assert_eq!(lines.len(), 3, "{output}");
     assert!(lines[0].contains("WARN") && lines[0].contains("disk almost full"));
@@ -294,6 +266,27 @@ fn log_lines_reach_tracing_with_ids_capped_and_rate_limited() {
     assert!(lines[1].contains("truncated=true"), "{}", lines[1]);
     assert!(lines[2].contains("ERROR") && lines[2].contains("third"));
     assert!(!output.contains("fourth") && !output.contains("fifth"));
+}
+
+#[test]
+fn a_log_line_cannot_forge_another() {
+    let output = capture_logs(|| {
+        let mut agent = instance(&shared_engine(), Fixture::Logger, limits().build());
+        let forged = b"ok\n2026-01-01T00:00:00Z ERROR caxton::wasm: deployment unloaded\r\x1b[1A";
+        agent.handle(&log_message(2, forged)).unwrap();
+    });
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 1, "{output}");
+    assert!(
+        lines[0].contains(
+            r"ok\n2026-01-01T00:00:00Z ERROR caxton::wasm: deployment unloaded\r\u{1b}[1A"
+        ),
+        "{output}"
+    );
+    assert!(
+        !output.contains('\r') && !output.contains('\x1b'),
+        "{output:?}"
+    );
 }
 
 #[test]

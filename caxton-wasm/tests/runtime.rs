@@ -642,3 +642,39 @@ fn sessions_idle_for_thirty_minutes_expire_by_default() {
     assert_eq!((stats.sessions_open, stats.sessions_expired), (0, 1));
     assert_eq!(count(&runtime, &id, "a"), 1);
 }
+
+#[test]
+fn the_log_rate_limit_is_the_deployments_not_each_instances() {
+    // A burst of 3 and one more line a second, for the whole deployment.
+    let runtime = WasmRuntime::builder(engine())
+        .limits(limits().log_rate(1, 3).build())
+        .build();
+    let chatty = ready(&runtime, "chatty", "chatty-v1", Fixture::Logger.wasm());
+    let quiet = ready(&runtime, "quiet", "quiet-v1", Fixture::Logger.wasm());
+    let started = Instant::now();
+    let output = capture_logs(|| {
+        // Every session is an instance of its own; none gets a burst of its own.
+        for i in 0..5 {
+            let s = session(&format!("s{i}"));
+            for _ in 0..2 {
+                runtime
+                    .handle(&chatty, Some(&s), &log_message(2, b"chatty line"))
+                    .unwrap();
+            }
+        }
+        runtime
+            .handle(&chatty, None, &log_message(2, b"chatty line"))
+            .unwrap();
+        // Another deployment has a budget of its own.
+        runtime
+            .handle(&quiet, Some(&session("q")), &log_message(2, b"quiet line"))
+            .unwrap();
+    });
+    let refilled = started.elapsed().as_secs() as usize;
+    let chatty_lines = output.matches("chatty line").count();
+    assert!(
+        (3..=3 + refilled).contains(&chatty_lines),
+        "{chatty_lines} lines after {refilled} s:\n{output}"
+    );
+    assert_eq!(output.matches("quiet line").count(), 1, "{output}");
+}

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use caxton_core::{
@@ -90,4 +91,45 @@ pub fn config_answer(reply: &[u8]) -> (i32, &[u8]) {
         i32::from_le_bytes(reply[..4].try_into().unwrap()),
         &reply[4..],
     )
+}
+
+/// A writer that keeps what tracing writes to it.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `run` with a plain-text tracing subscriber on this thread, at every level, and
+/// returns what it logged.
+pub fn capture_logs(run: impl FnOnce()) -> String {
+    // tracing caches whether a log line is wanted once per call site, and while a single
+    // dispatcher is registered it asks the registering thread's own: a test thread with
+    // no subscriber reaching the call site first would silence it for this one. A second
+    // dispatcher kept for the whole run makes tracing ask every live one instead.
+    static ANCHOR: OnceLock<tracing::Dispatch> = OnceLock::new();
+    ANCHOR.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, run);
+    String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+}
+
+/// A logger message: the level byte then the text.
+pub fn log_message(level: u8, text: &[u8]) -> Vec<u8> {
+    let mut message = vec![level];
+    message.extend_from_slice(text);
+    message
 }

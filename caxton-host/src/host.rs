@@ -1442,7 +1442,11 @@ impl Host {
                 Role::Shadow
             } else if is_candidate {
                 Role::Candidate
-            } else if d.state == LifecycleState::Draining {
+            } else if d.state == LifecycleState::Draining
+                || drain.is_some_and(|s| s.phase != caxton_core::DrainPhase::Active)
+                // Out of the split but still serving the sessions pinned to it.
+                || (weight_of(&d.id) == 0.0 && drain.is_some_and(|s| s.pinned_sessions > 0))
+            {
                 Role::Draining
             } else if d.state == LifecycleState::Running {
                 Role::Preview

@@ -1,6 +1,6 @@
 //! Configuration values agents read through `caxton.config`, changeable while they run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -114,37 +114,66 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for ConfigSource {
     }
 }
 
-/// The configuration one instance reads: its own source first, then an optional shared one
-/// (host-wide settings and secrets).
+/// The configuration one instance reads: its own source first, then the keys of an
+/// optional shared one (host-wide settings and secrets) that it was granted.
+///
+/// ```
+/// use std::sync::Arc;
+/// use caxton_wasm::{ConfigLayers, ConfigSource};
+///
+/// let own = Arc::new(ConfigSource::from_iter([("model", "m")]));
+/// let secrets = Arc::new(ConfigSource::from_iter([("api-key", "k"), ("db-password", "p")]));
+/// let layers = ConfigLayers::new(own).with_shared(secrets, ["api-key"]);
+/// assert!(layers.is_granted("api-key") && !layers.is_granted("db-password"));
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ConfigLayers {
     /// Values of this deployment: its version's layers and its own settings.
     pub own: Arc<ConfigSource>,
-    /// Values every deployment sees unless its own source sets the same key.
+    /// Host-wide values, read after `own` and only for the keys in `granted`.
     pub shared: Option<Arc<ConfigSource>>,
+    /// The keys of `shared` this deployment may read; every other key of it reads as
+    /// absent, so one agent never sees another's secrets.
+    pub granted: Arc<BTreeSet<String>>,
 }
 
 impl ConfigLayers {
     /// Layers with only `own`.
     pub fn new(own: Arc<ConfigSource>) -> Self {
-        ConfigLayers { own, shared: None }
+        ConfigLayers {
+            own,
+            shared: None,
+            granted: Arc::default(),
+        }
     }
 
-    /// Adds a shared source consulted after `own`.
-    pub fn with_shared(mut self, shared: Arc<ConfigSource>) -> Self {
+    /// Adds a shared source consulted after `own`, of which only the `granted` keys may
+    /// be read.
+    pub fn with_shared<K: Into<String>>(
+        mut self,
+        shared: Arc<ConfigSource>,
+        granted: impl IntoIterator<Item = K>,
+    ) -> Self {
         self.shared = Some(shared);
+        self.granted = Arc::new(granted.into_iter().map(Into::into).collect());
         self
     }
 
-    /// Runs `read` on the value of `key`, looked up in `own` then `shared`.
+    /// Whether `key` of the shared source may be read.
+    pub fn is_granted(&self, key: &str) -> bool {
+        self.granted.contains(key)
+    }
+
+    /// Runs `read` on the value of `key`, looked up in `own`, then in `shared` when the
+    /// key is granted.
     pub(crate) fn with_value<R>(&self, key: &str, read: impl FnOnce(Option<&str>) -> R) -> R {
         let own = self.own.values.load();
         if let Some(value) = own.get(key) {
             return read(Some(value));
         }
         match &self.shared {
-            Some(shared) => shared.with_value(key, read),
-            None => read(None),
+            Some(shared) if self.is_granted(key) => shared.with_value(key, read),
+            _ => read(None),
         }
     }
 }
@@ -160,7 +189,7 @@ mod tests {
             ("model", "shared"),
             ("secret", "s"),
         ]));
-        let layers = ConfigLayers::new(own.clone()).with_shared(shared);
+        let layers = ConfigLayers::new(own.clone()).with_shared(shared, ["model", "secret"]);
         assert_eq!(
             layers.with_value("model", |v| v.map(str::to_owned)),
             Some("own".into())
@@ -175,6 +204,28 @@ mod tests {
             layers.with_value("model", |v| v.map(str::to_owned)),
             Some("shared".into())
         );
+    }
+
+    #[test]
+    fn shared_keys_not_granted_read_as_absent() {
+        let own = Arc::new(ConfigSource::from_iter([("temperature", "0.2")]));
+        let shared = Arc::new(ConfigSource::from_iter([
+            ("api-key", "k"),
+            ("db-password", "p"),
+        ]));
+        let read =
+            |layers: &ConfigLayers, key: &str| layers.with_value(key, |v| v.map(str::to_owned));
+        let granted = ConfigLayers::new(own.clone()).with_shared(shared.clone(), ["api-key"]);
+        assert_eq!(read(&granted, "api-key").as_deref(), Some("k"));
+        assert_eq!(read(&granted, "db-password"), None);
+        assert_eq!(read(&granted, "temperature").as_deref(), Some("0.2"));
+        let none = ConfigLayers::new(own).with_shared(shared.clone(), None::<String>);
+        assert_eq!(read(&none, "api-key"), None);
+        // A grant of a key the shared source lacks yet sees it once it is set.
+        shared.set("db-password", "rotated");
+        shared.set("later", "v");
+        let later = ConfigLayers::new(Arc::default()).with_shared(shared, ["later"]);
+        assert_eq!(read(&later, "later").as_deref(), Some("v"));
     }
 
     #[test]

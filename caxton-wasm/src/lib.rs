@@ -25,7 +25,8 @@
 //! Imports only from `caxton`: `log (level, ptr, len)` (lines capped, rate-limited per
 //! deployment, and escaped so that line breaks and control characters cannot forge a host
 //! log line), `config (key_ptr, key_len, out_ptr, out_cap) -> i32` (the value's length, `-1`
-//! when absent, nothing copied when it exceeds `out_cap`) and `now_ms () -> i64`. See
+//! when absent or a host-wide key not granted to the deployment, nothing copied when it
+//! exceeds `out_cap`) and `now_ms () -> i64`. See
 //! [`abi`].
 //!
 //! # Example: load an agent from WAT and send it a message

@@ -63,7 +63,9 @@ impl WasmRuntimeBuilder {
         self
     }
 
-    /// Host-wide settings and secrets every deployment reads after its own values.
+    /// Host-wide settings and secrets. A deployment reads, after its own values, only the
+    /// keys its [`LoadSpec::granted_secrets`] names; every other key reads as absent (`-1`)
+    /// to it. Values may change while agents run.
     pub fn shared_config(mut self, shared: Arc<ConfigSource>) -> Self {
         self.shared_config = Some(shared);
         self
@@ -699,7 +701,7 @@ impl WasmRuntime {
         let config = Arc::new(ConfigSource::from_map(Self::version_config(&spec)));
         let mut layers = ConfigLayers::new(config.clone());
         if let Some(shared) = &self.inner.shared_config {
-            layers = layers.with_shared(shared.clone());
+            layers = layers.with_shared(shared.clone(), spec.granted_secrets.iter().cloned());
         }
         // One log rate limit for the deployment, shared by every instance it starts.
         let log_gate = LogGate::shared(limits.log_lines_per_second(), limits.log_burst());

@@ -182,7 +182,8 @@ fn config_returns_the_length_and_copies_only_what_fits() {
 fn config_changes_are_seen_by_a_running_instance() {
     let source = Arc::new(ConfigSource::new());
     let shared = Arc::new(ConfigSource::from_iter([("api_key", "shared-secret")]));
-    let mut agent = config_reader(ConfigLayers::new(source.clone()).with_shared(shared.clone()));
+    let mut agent =
+        config_reader(ConfigLayers::new(source.clone()).with_shared(shared.clone(), ["api_key"]));
     let read = |agent: &mut caxton_wasm::AgentInstance, key: &str| {
         let reply = agent.handle(&config_query(64, key)).unwrap().bytes;
         let (len, buffer) = config_answer(&reply);

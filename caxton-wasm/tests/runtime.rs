@@ -130,7 +130,7 @@ fn config_change_is_seen_without_reloading() {
     let runtime = WasmRuntime::builder(engine())
         .shared_config(shared.clone())
         .build();
-    let mut spec = spec("reader", "reader-v1", Fixture::ConfigReader.wasm());
+    let mut spec = spec("reader", "reader-v1", Fixture::ConfigReader.wasm()).grant_secret("region");
     spec.config.insert("temperature".into(), "0.2".into());
     runtime.load(spec).unwrap();
     let id = deployment("reader-v1");
@@ -677,4 +677,54 @@ fn the_log_rate_limit_is_the_deployments_not_each_instances() {
         "{chatty_lines} lines after {refilled} s:\n{output}"
     );
     assert_eq!(output.matches("quiet line").count(), 1, "{output}");
+}
+
+/// What a config-reader agent reads for `key`, in a session of its own.
+fn read_config(runtime: &WasmRuntime, id: &caxton_core::DeploymentId, key: &str) -> Option<String> {
+    let reply = runtime
+        .handle(id, Some(&session("reader")), &config_query(64, key))
+        .unwrap()
+        .bytes;
+    let (len, buffer) = config_answer(&reply);
+    (len >= 0).then(|| String::from_utf8(buffer[..len as usize].to_vec()).unwrap())
+}
+
+#[test]
+fn an_agent_reads_only_the_host_wide_secrets_granted_to_it() {
+    let secrets = Arc::new(ConfigSource::from_iter([
+        ("api-key", "k-123"),
+        ("db-password", "p-456"),
+    ]));
+    let runtime = WasmRuntime::builder(engine())
+        .shared_config(secrets.clone())
+        .build();
+    let granted = spec("a", "a-v1", Fixture::ConfigReader.wasm()).grant_secret("api-key");
+    runtime.load(granted).unwrap();
+    let a = deployment("a-v1");
+    runtime.warm_up(&a).unwrap();
+    let not_granted = spec("b", "b-v1", Fixture::ConfigReader.wasm()).with_config("mode", "b-own");
+    runtime.load(not_granted).unwrap();
+    let b = deployment("b-v1");
+    runtime.warm_up(&b).unwrap();
+
+    assert_eq!(
+        read_config(&runtime, &a, "api-key").as_deref(),
+        Some("k-123")
+    );
+    assert_eq!(read_config(&runtime, &a, "db-password"), None);
+    assert_eq!(read_config(&runtime, &b, "api-key"), None);
+    assert_eq!(read_config(&runtime, &b, "db-password"), None);
+    // B still reads its own configuration and the runtime's keys.
+    assert_eq!(read_config(&runtime, &b, "mode").as_deref(), Some("b-own"));
+    assert_eq!(
+        read_config(&runtime, &b, config_keys::DEPLOYMENT).as_deref(),
+        Some("b-v1")
+    );
+    // A rotated secret reaches the agent granted it, and still only that one.
+    secrets.set("api-key", "k-789");
+    assert_eq!(
+        read_config(&runtime, &a, "api-key").as_deref(),
+        Some("k-789")
+    );
+    assert_eq!(read_config(&runtime, &b, "api-key"), None);
 }

@@ -192,7 +192,7 @@ struct SessionSlot {
     last_used: Timestamp,
     /// For least-recently-used eviction: a per-deployment sequence, exact where clock
     /// readings tie.
-    last_use: u64,
+    recency: u64,
     /// The session's instance failed; its next message starts afresh.
     reset: bool,
     /// Taken out of the session map (ended, evicted, or its instance could not start): a
@@ -231,7 +231,7 @@ struct Loaded {
     sessions: DashMap<SessionId, Slot>,
     /// Held while a new session is added, so the bound on sessions holds exactly.
     admission: Mutex<()>,
-    /// The source of [`SessionSlot::last_use`].
+    /// The source of [`SessionSlot::recency`].
     uses: AtomicU64,
     pool: Mutex<Vec<AgentInstance>>,
     messages: AtomicU64,
@@ -398,7 +398,7 @@ impl Loaded {
         guard: &mut SessionSlot,
     ) -> Result<Reply, AgentError> {
         guard.last_used = now;
-        guard.last_use = self.uses.fetch_add(1, Ordering::Relaxed);
+        guard.recency = self.uses.fetch_add(1, Ordering::Relaxed);
         let mut instance = match guard.instance.take() {
             Some(instance) => instance,
             None => match self.instantiate(Some(session)) {
@@ -471,7 +471,8 @@ impl Loaded {
         let slot = Arc::new(Mutex::new(SessionSlot {
             instance: None,
             last_used: now,
-            last_use: 0,
+            // As recent as any: not the first to go before its first message runs.
+            recency: self.uses.fetch_add(1, Ordering::Relaxed),
             reset: false,
             closed: false,
         }));
@@ -486,17 +487,20 @@ impl Loaded {
                 .sessions
                 .iter()
                 .filter_map(|entry| {
-                    let last_use = try_lock_idle(entry.value())?.last_use;
-                    Some((last_use, entry.key().clone(), entry.value().clone()))
+                    let recency = try_lock_idle(entry.value())?.recency;
+                    Some((recency, entry.key().clone(), entry.value().clone()))
                 })
-                .min_by_key(|(last_use, ..)| *last_use);
+                .min_by_key(|(recency, ..)| *recency);
             let Some((_, session, slot)) = oldest else {
                 return false;
             };
-            // It may have turned busy since the scan: then look again.
+            // It may have turned busy or been ended since the scan: then look again.
             let Some(mut guard) = try_lock_idle(&slot) else {
                 continue;
             };
+            if guard.closed {
+                continue;
+            }
             let instance = guard.close();
             self.sessions
                 .remove_if(&session, |_, current| Arc::ptr_eq(current, &slot));

@@ -64,9 +64,9 @@ const ECHO_WAT: &str = r#"(module
 fn an_accepted_module_prints_a_line_per_stage_and_exits_0() {
     let output = caxton(&[
         "validate",
-        &repo("examples/agents/wasm/processor_v1.wasm"),
+        &repo("caxton-cli/samples/processor_v1.wasm"),
         "--contract-tests",
-        &repo("examples/agents/processor/contract_tests.json"),
+        &repo("caxton-cli/samples/processor_contract_tests.json"),
     ]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
@@ -120,11 +120,11 @@ fn json_output_follows_the_documented_layout() {
 fn a_rejected_module_exits_1_with_its_findings() {
     let output = caxton(&[
         "validate",
-        &repo("examples/agents/wasm/processor_v2.wasm"),
+        &repo("caxton-cli/samples/processor_v2.wasm"),
         "--previous",
-        &repo("examples/agents/wasm/processor_v1.wasm"),
+        &repo("caxton-cli/samples/processor_v1.wasm"),
         "--contract-tests",
-        &repo("examples/agents/processor/contract_tests.json"),
+        &repo("caxton-cli/samples/processor_contract_tests.json"),
         "--json",
     ]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));

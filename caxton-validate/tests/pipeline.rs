@@ -33,7 +33,7 @@ fn fixture(f: Fixture) -> ModuleSource {
 
 fn processor(version: u8) -> ModuleSource {
     ModuleSource::from_path(&repo_file(&format!(
-        "examples/agents/wasm/processor_v{version}.wasm"
+        "caxton-cli/samples/processor_v{version}.wasm"
     )))
     .expect("sample agent")
 }
@@ -125,7 +125,7 @@ fn every_sample_agent_is_accepted() {
         "chat_v2",
     ] {
         let source =
-            ModuleSource::from_path(&repo_file(&format!("examples/agents/wasm/{name}.wasm")))
+            ModuleSource::from_path(&repo_file(&format!("caxton-cli/samples/{name}.wasm")))
                 .unwrap();
         let report = validate(source);
         assert!(

@@ -1,5 +1,5 @@
 //! The sample agents, embedded: the modules built from `examples/agents/` and committed in
-//! `examples/agents/wasm/`, with the version tuple and configuration each runs with.
+//! `caxton-cli/samples/`, with the version tuple and configuration each runs with.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,22 +53,34 @@ const fn chat(release: &'static str, wasm: &'static [u8]) -> SampleAgent {
 }
 
 /// `processor` v1: prices orders; the release in production.
-pub const PROCESSOR_V1: SampleAgent =
-    processor("v1", include_bytes!("../agents/wasm/processor_v1.wasm"));
+pub const PROCESSOR_V1: SampleAgent = processor(
+    "v1",
+    include_bytes!("../../caxton-cli/samples/processor_v1.wasm"),
+);
 
 /// `processor` v2: a coupon refactor that fails every order carrying a plain coupon code.
-pub const PROCESSOR_V2: SampleAgent =
-    processor("v2", include_bytes!("../agents/wasm/processor_v2.wasm"));
+pub const PROCESSOR_V2: SampleAgent = processor(
+    "v2",
+    include_bytes!("../../caxton-cli/samples/processor_v2.wasm"),
+);
 
 /// `processor` v3: the same answers as v1 after JSON normalisation, other bytes.
-pub const PROCESSOR_V3: SampleAgent =
-    processor("v3", include_bytes!("../agents/wasm/processor_v3.wasm"));
+pub const PROCESSOR_V3: SampleAgent = processor(
+    "v3",
+    include_bytes!("../../caxton-cli/samples/processor_v3.wasm"),
+);
 
 /// `chat` v1: keeps conversation state per session.
-pub const CHAT_V1: SampleAgent = chat("v1", include_bytes!("../agents/wasm/chat_v1.wasm"));
+pub const CHAT_V1: SampleAgent = chat(
+    "v1",
+    include_bytes!("../../caxton-cli/samples/chat_v1.wasm"),
+);
 
 /// `chat` v2: answers in a visibly different style (`"version":"v2"`).
-pub const CHAT_V2: SampleAgent = chat("v2", include_bytes!("../agents/wasm/chat_v2.wasm"));
+pub const CHAT_V2: SampleAgent = chat(
+    "v2",
+    include_bytes!("../../caxton-cli/samples/chat_v2.wasm"),
+);
 
 /// The contract test vectors of `processor` (a JSON array; see `caxton validate`).
 pub const PROCESSOR_CONTRACT_TESTS: &str = include_str!("../agents/processor/contract_tests.json");

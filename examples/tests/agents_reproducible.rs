@@ -1,12 +1,16 @@
-//! The sample agents committed in `examples/agents/wasm/` are what their source builds, speak
-//! exactly the Caxton agent ABI v1, and behave as their source says.
+//! The sample agents committed in `caxton-cli/samples/` are what their source in
+//! `examples/agents/` builds, speak exactly the Caxton agent ABI v1, and behave as their
+//! source says.
 //!
 //! - Always: each file is a valid core module that exports exactly the ABI, imports from
 //!   `caxton` only what its agent uses, carries a `caxton.contract` section whose JSON
 //!   parses, and answers messages (run under wasmtime with a small host of the imports).
+//! - Always: `caxton-cli/samples/processor_contract_tests.json`, which the `caxton` command
+//!   embeds, is the copy `build.sh` makes of `examples/agents/processor/contract_tests.json`.
 //! - When the `wasm32-unknown-unknown` target is installed and the toolchain is the one in
-//!   `wasm/rustc-version.txt`: `build.sh` rebuilds the agents into a scratch target folder
-//!   and the bytes must equal the committed files. Otherwise the test prints why it skipped.
+//!   `caxton-cli/samples/rustc-version.txt`: `build.sh` rebuilds the agents into a scratch
+//!   target folder and the bytes must equal the committed files. Otherwise the test prints
+//!   why it skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -65,8 +69,13 @@ fn agents_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("agents")
 }
 
+/// Where `build.sh` writes the modules: the `caxton` command's package embeds them.
+fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../caxton-cli/samples")
+}
+
 fn committed(name: &str) -> Vec<u8> {
-    let path = agents_dir().join("wasm").join(format!("{name}.wasm"));
+    let path = samples_dir().join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
@@ -143,6 +152,18 @@ fn committed_agents_are_distinct_wasm_modules() {
         );
         assert!(seen.insert(bytes), "{} equals another agent", agent.name);
     }
+}
+
+#[test]
+fn the_embedded_contract_tests_are_the_copy_of_the_agents_own() {
+    // One source, `processor/contract_tests.json`; `build.sh` copies it next to the modules.
+    let source = std::fs::read(agents_dir().join("processor/contract_tests.json")).unwrap();
+    let copy = std::fs::read(samples_dir().join("processor_contract_tests.json")).unwrap();
+    assert!(
+        source == copy,
+        "caxton-cli/samples/processor_contract_tests.json differs from \
+         examples/agents/processor/contract_tests.json: run examples/agents/build.sh"
+    );
 }
 
 #[test]
@@ -538,7 +559,7 @@ fn reason_to_skip_rebuild() -> Option<String> {
                 .into(),
         );
     }
-    let recorded = std::fs::read_to_string(agents_dir().join("wasm/rustc-version.txt"))
+    let recorded = std::fs::read_to_string(samples_dir().join("rustc-version.txt"))
         .unwrap_or_default()
         .trim()
         .to_owned();
@@ -571,4 +592,11 @@ fn rebuilding_the_agents_reproduces_the_committed_files() {
             agent.name
         );
     }
+    let copied = std::fs::read(out.path().join("processor_contract_tests.json")).unwrap();
+    let committed_copy =
+        std::fs::read(samples_dir().join("processor_contract_tests.json")).unwrap();
+    assert!(
+        copied == committed_copy,
+        "build.sh copies the contract tests as committed"
+    );
 }

@@ -11,6 +11,7 @@
 mod demo;
 mod output;
 mod plan;
+mod samples;
 mod simulate;
 mod validate;
 

@@ -1,14 +1,25 @@
-//! `caxton demo [--json] [--fast]`: the main job, on the embedded sample agents.
+//! `caxton demo [--json] [--fast]`: the main job, on the embedded sample agents
+//! ([`crate::samples`]) and one [`caxton_host::Host`].
+//!
+//! - [`acts`]: the four acts, through the host's public API;
+//! - [`events`]: what the demo reports, and the forwarding of the host's rollout events;
+//! - [`load`]: synthetic order traffic that accounts for every message;
+//! - here: the command, and the rendering of the events for people or as JSON lines.
+
+mod acts;
+mod events;
+mod load;
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use caxton_examples::demo::{Demo, DemoConfig, DemoEvent, DemoSink, Pace, StepKind};
 use caxton_strategies::EventKind;
 use caxton_strategies::event::Mark as EventMark;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use self::acts::{Demo, Pace};
+use self::events::{DemoEvent, DemoSink, StepKind, SummaryRow};
 use crate::output::{CommandResult, Failure, Mark, Printer, Verdict};
 
 /// Arguments of `caxton demo`.
@@ -24,23 +35,20 @@ pub(crate) struct DemoArgs {
 
 pub(crate) fn run(args: DemoArgs) -> CommandResult {
     let printer = Arc::new(Printer::new());
-    let config = DemoConfig {
-        pace: if args.fast { Pace::Fast } else { Pace::Normal },
-        ..DemoConfig::default()
-    };
+    let pace = if args.fast { Pace::Fast } else { Pace::Normal };
     let sink: Arc<dyn DemoSink> = if args.json {
         Arc::new(JsonLines {
             printer: printer.clone(),
         })
     } else {
-        printer.line("Caxton demo: real agents (examples/agents), the real router, runtime, validation and rollout driver.");
+        printer.line("Caxton demo: real agents (examples/agents) on one caxton-host Host: the real registry, router, runtime, validation and rollout driver.");
         Arc::new(ForPeople {
             printer: printer.clone(),
             bar: Mutex::new(None),
             started: Instant::now(),
         })
     };
-    let outcome = Demo::new(config).run(sink).map_err(Failure::new)?;
+    let outcome = Demo::new(pace).run(sink).map_err(Failure::new)?;
     printer.finish()?;
     Ok(if outcome.as_designed() {
         Verdict::Positive
@@ -242,16 +250,22 @@ impl DemoSink for ForPeople {
                     sessions,
                     switched,
                     replies,
+                    opened_before_rollout,
+                    stayed_on_first_version,
+                    ..
                 } => {
-                    let mark = if *switched == 0 {
+                    let mark = if *switched == 0 && stayed_on_first_version == opened_before_rollout
+                    {
                         Mark::Done
                     } else {
                         Mark::Failed
                     };
-                    p.mark("", mark, &format!("{sessions} sessions, {replies} replies: {switched} switched version mid-session"));
+                    p.mark("", mark, &format!("{sessions} sessions, {replies} replies: {switched} switched version mid-session; {stayed_on_first_version} of the {opened_before_rollout} opened on v1 answered by v1 alone"));
                 }
                 StepKind::ShadowCompared {
                     mirrored,
+                    compared,
+                    dropped,
                     exact,
                     equivalent,
                     failed,
@@ -262,7 +276,7 @@ impl DemoSink for ForPeople {
                     production_fuel_p50,
                     shadow_fuel_p50,
                 } => {
-                    let mark = if equivalent == mirrored && *failed == 0 {
+                    let mark = if equivalent == compared && *compared > 0 && *failed == 0 {
                         Mark::Done
                     } else {
                         Mark::Failed
@@ -271,11 +285,13 @@ impl DemoSink for ForPeople {
                         "",
                         mark,
                         &format!(
-                            "Output equivalence: {} of {} mirrored replies equal as JSON ({} byte for byte); {} shadow failures",
+                            "Output equivalence: {} of {} mirrored replies equal as JSON ({} byte for byte); {} shadow failures, {} of {} copies dropped",
                             thousands(*equivalent),
-                            thousands(*mirrored),
+                            thousands(*compared),
                             thousands(*exact),
-                            failed
+                            failed,
+                            thousands(*dropped),
+                            thousands(*mirrored)
                         ),
                     );
                     let ms = |v: &Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3} ms"));
@@ -299,7 +315,7 @@ impl DemoSink for ForPeople {
                             fuel(shadow_fuel_p50)
                         ),
                     );
-                    let mark = if reached_callers == &0 && discarded == mirrored {
+                    let mark = if *reached_callers == 0 {
                         Mark::Done
                     } else {
                         Mark::Failed
@@ -309,9 +325,8 @@ impl DemoSink for ForPeople {
                 StepKind::Summary { rows } => {
                     p.line("");
                     p.line("Summary");
-                    let width = |f: &dyn Fn(&caxton_examples::demo::SummaryRow) -> usize| {
-                        rows.iter().map(f).max().unwrap_or(0)
-                    };
+                    let width =
+                        |f: &dyn Fn(&SummaryRow) -> usize| rows.iter().map(f).max().unwrap_or(0);
                     let (w1, w2) = (
                         width(&|r| r.step.chars().count()),
                         width(&|r| r.result.chars().count()),
@@ -346,7 +361,6 @@ impl DemoSink for ForPeople {
                         }
                     }
                 }
-                _ => {}
             },
         }
     }

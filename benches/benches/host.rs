@@ -6,6 +6,9 @@
 //!   setup).
 //! - `host/send_echo`: one 256-byte message through `HostSender::send`: route, runtime
 //!   (pooled instance), metrics, bookkeeping. Target ≤ 1.5 × (the two above).
+//! - `host/rollback_live`: roll production back to the previous version while it is still
+//!   live (staged, promoted, the old production kept warm): a registry write and one
+//!   router swap.
 //! - `host/rollback_retired`: roll production back to a version a direct rollout retired:
 //!   reload from its artifact (the engine's compiled-module cache is warm), warm up,
 //!   record, route.
@@ -16,7 +19,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use caxton_core::{AgentId, DeploymentId};
-use caxton_host::{DeployRequest, Host, ModuleSource};
+use caxton_host::{DeployRequest, Host, ModuleSource, PromoteMode};
 use caxton_router::Router;
 use caxton_strategies::RolloutSpec;
 use caxton_wasm::fixtures::Fixture;
@@ -66,9 +69,10 @@ fn send(c: &mut Criterion) {
     });
 
     // Baseline 2: a 256-byte echo on a live instance.
-    let engine =
-        AgentEngine::new(EngineConfig::default().pooling(PoolingConfig::default().max_instances(64)))
-            .expect("engine");
+    let engine = AgentEngine::new(
+        EngineConfig::default().pooling(PoolingConfig::default().max_instances(64)),
+    )
+    .expect("engine");
     let mut instance = engine
         .compile(&Fixture::Echo.wasm())
         .expect("compiles")
@@ -83,9 +87,16 @@ fn send(c: &mut Criterion) {
     let echo = AgentId::new("echo").expect("id");
     deploy(&host, &echo, Fixture::Echo.wasm(), "v1");
     let mut sender = host.sender();
-    assert_eq!(sender.send(&echo, None, &message).expect("reply").reply, message);
+    assert_eq!(
+        sender.send(&echo, None, &message).expect("reply").reply,
+        message
+    );
     group.bench_function("send_echo", |b| {
-        b.iter(|| sender.send(black_box(&echo), None, black_box(&message)).expect("reply"))
+        b.iter(|| {
+            sender
+                .send(black_box(&echo), None, black_box(&message))
+                .expect("reply")
+        })
     });
     group.finish();
 }
@@ -99,6 +110,39 @@ fn rollback(c: &mut Criterion) {
     let bad = caxton_wasm::fixtures::tagged_echo("bad:");
     deploy(&host, &agent, good, "v1");
     let mut round = 0u32;
+    let live = AgentId::new("live").expect("id");
+    deploy(
+        &host,
+        &live,
+        caxton_wasm::fixtures::tagged_echo("good:"),
+        "v1",
+    );
+    group.bench_function("rollback_live", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                round += 1;
+                // Untimed: stage a bad version and cut over to it; the good one stays live.
+                let staged = block_on(
+                    host.stage(
+                        DeployRequest::builder(
+                            live.clone(),
+                            ModuleSource::Bytes(bad.clone().into()),
+                        )
+                        .label(format!("bad{round}"))
+                        .build(),
+                    ),
+                )
+                .expect("stage");
+                block_on(host.promote(&live, &staged.id, PromoteMode::Full)).expect("promote");
+                let started = Instant::now();
+                let outcome = block_on(host.rollback(&live, &staged.id, None)).expect("rollback");
+                total += started.elapsed();
+                assert!(!outcome.reloaded_from_artifact);
+            }
+            total
+        })
+    });
     group.bench_function("rollback_retired", |b| {
         b.iter_custom(|iterations| {
             let mut total = Duration::ZERO;

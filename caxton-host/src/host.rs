@@ -16,7 +16,9 @@ use caxton_core::{
 };
 use caxton_router::{ChangeError, PreviewError, RegisterError, Router};
 use caxton_strategies::config::{BlueGreenConfig, CanaryConfig, DirectConfig, RainbowConfig};
-use caxton_strategies::{Command, Commands, RolloutDriver, RolloutEvent, StrategyConfig};
+use caxton_strategies::{
+    CandidateChecks, Command, Commands, RolloutDriver, RolloutEvent, StrategyConfig,
+};
 use caxton_validate::{Pipeline, Policy, ValidationReport};
 use caxton_wasm::{AgentEngine, ConfigSource, EngineConfig, PoolingConfig, WasmRuntime};
 use dashmap::DashMap;
@@ -125,6 +127,15 @@ impl EventHub {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AgentState {
     pub(crate) sessions: SessionMode,
+}
+
+/// What a request deploys, worked out before anything is stored.
+struct Prepared {
+    module: Arc<[u8]>,
+    label: String,
+    version: VersionTuple,
+    sessions: SessionMode,
+    id: DeploymentId,
 }
 
 /// A deployment that was made, and its rollout.
@@ -753,56 +764,17 @@ impl Host {
                 deployment: slot.deployment.clone(),
             });
         }
-        let module: Arc<[u8]> = match &request.module {
-            ModuleSource::Bytes(bytes) => bytes.clone(),
-            ModuleSource::Artifact(digest) => inner.artifacts.get(digest).await?,
-        };
-        let label = match &request.label {
-            Some(label) => label.clone(),
-            None => format!("v{}", inner.all_deployments(&agent, true).await?.len() + 1),
-        };
-        check_label(&label)?;
-        for key in request.labels.keys().filter(|k| k.starts_with("caxton.")) {
-            return Err(HostError::InvalidRequest {
-                field: "metadata",
-                message: format!("label `{key}`: keys starting with `caxton.` are the host's own"),
-            });
-        }
-        let tools = match &request.tools {
-            Some(json) => {
-                ToolsLayer::from_json(json).map_err(|error| HostError::InvalidRequest {
-                    field: "tools",
-                    message: format!("not valid JSON: {error}"),
-                })?
-            }
-            None => ToolsLayer::from_definitions(&serde_json::json!([])),
-        };
-        let version = VersionTuple::new(
-            CodeLayer::from_module(&module).with_label(format!("{agent} {label}")),
-            request
-                .model
-                .clone()
-                .unwrap_or_else(|| ModelLayer::new("none", "none", "0")),
-            PromptLayer::from_prompt(request.prompt.as_deref().unwrap_or(""), &[]),
-            tools,
-        );
+        let prepared = self.prepare(&request).await?;
         let production = inner.store.production(&agent).await?;
-        let sessions = match request.sessions {
-            Some(mode) => mode,
-            None => inner.recall_session_mode(&agent).await.unwrap_or_default(),
-        };
         let config = match &request.rollout {
             Some(spec) => spec.strategy.clone(),
-            None => inner.strategy_for(production.as_ref(), &version, sessions),
+            None => inner.strategy_for(production.as_ref(), &prepared.version, prepared.sessions),
         };
         let strategy = config.build().map_err(|source| HostError::Strategy {
             agent: agent.clone(),
             source,
         })?;
-        let id = match &request.id {
-            Some(id) => id.clone(),
-            None => inner.new_id(&agent, &label, &version),
-        };
+        let id = prepared.id.clone();
 
         // Reserve the agent's one rollout slot; released on every path below that fails.
         let (commands_sender, commands) = Commands::channel();
@@ -828,65 +800,18 @@ impl Host {
                 .rollouts
                 .remove_if(&agent, |_, held| Arc::ptr_eq(held, &slot));
         };
-
-        let stored = async {
-            let module_digest = inner
-                .artifacts
-                .put(ArtifactKind::Module, &module)
-                .await?
-                .digest;
-            let layer = |text: Option<&String>| {
-                let artifacts = inner.artifacts.clone();
-                let text = text.cloned();
-                async move {
-                    match text {
-                        Some(text) => Ok::<_, HostError>(Some(
-                            artifacts
-                                .put(ArtifactKind::Document, text.as_bytes())
-                                .await?
-                                .digest,
-                        )),
-                        None => Ok(None),
-                    }
-                }
-            };
-            let prompt = layer(request.prompt.as_ref()).await?;
-            let tools = layer(request.tools.as_ref()).await?;
-            StoredSpec::new(
-                module_digest,
-                prompt,
-                tools,
-                request.config.clone(),
-                request.secrets.clone(),
-                sessions,
-            )
-            .put(&*inner.artifacts)
+        let new = match self
+            .record_artifacts(&request, &prepared, config.name())
             .await
-        }
-        .await;
-        let spec_digest = match stored {
-            Ok(digest) => digest,
+        {
+            Ok(new) => new,
             Err(error) => {
                 release();
                 return Err(error);
             }
         };
-
-        let mut new = NewDeployment::builder(agent.clone(), version)
-            .id(id.clone())
-            .strategy(config.name())
-            .label(LABEL_KEY, label.clone())
-            .label(SPEC_KEY, spec_digest.to_string());
-        for (key, value) in &request.labels {
-            new = new.label(key.clone(), value.clone());
-        }
-        if let Some(commit) = &request.commit {
-            new = new.commit(commit.clone());
-        }
-        if let Some(author) = &request.author {
-            new = new.author(author.clone());
-        }
-        let new = new.build();
+        let sessions = prepared.sessions;
+        let module = prepared.module;
         inner
             .agents
             .insert(agent.clone(), crate::host::AgentState { sessions });
@@ -957,6 +882,188 @@ impl Host {
                 done: slot.done.clone(),
             },
         })
+    }
+
+    /// Checks a request and works out what it deploys: module, label, version, session
+    /// mode and id. Stores nothing.
+    async fn prepare(&self, request: &DeployRequest) -> Result<Prepared, HostError> {
+        let inner = &self.inner;
+        let agent = &request.agent;
+        let module: Arc<[u8]> = match &request.module {
+            ModuleSource::Bytes(bytes) => bytes.clone(),
+            ModuleSource::Artifact(digest) => inner.artifacts.get(digest).await?,
+        };
+        let label = match &request.label {
+            Some(label) => label.clone(),
+            None => format!("v{}", inner.all_deployments(agent, true).await?.len() + 1),
+        };
+        check_label(&label)?;
+        if let Some(key) = request.labels.keys().find(|k| k.starts_with("caxton.")) {
+            return Err(HostError::InvalidRequest {
+                field: "metadata",
+                message: format!("label `{key}`: keys starting with `caxton.` are the host's own"),
+            });
+        }
+        let tools = match &request.tools {
+            Some(json) => {
+                ToolsLayer::from_json(json).map_err(|error| HostError::InvalidRequest {
+                    field: "tools",
+                    message: format!("not valid JSON: {error}"),
+                })?
+            }
+            None => ToolsLayer::from_definitions(&serde_json::json!([])),
+        };
+        let version = VersionTuple::new(
+            CodeLayer::from_module(&module).with_label(format!("{agent} {label}")),
+            request
+                .model
+                .clone()
+                .unwrap_or_else(|| ModelLayer::new("none", "none", "0")),
+            PromptLayer::from_prompt(request.prompt.as_deref().unwrap_or(""), &[]),
+            tools,
+        );
+        let sessions = match request.sessions {
+            Some(mode) => mode,
+            None => inner.recall_session_mode(agent).await.unwrap_or_default(),
+        };
+        let id = match &request.id {
+            Some(id) => id.clone(),
+            None => inner.new_id(agent, &label, &version),
+        };
+        Ok(Prepared {
+            module,
+            label,
+            version,
+            sessions,
+            id,
+        })
+    }
+
+    /// Stores the module, the layer payloads and the load spec; returns the record to
+    /// create.
+    async fn record_artifacts(
+        &self,
+        request: &DeployRequest,
+        prepared: &Prepared,
+        strategy: &str,
+    ) -> Result<NewDeployment, HostError> {
+        let artifacts = &self.inner.artifacts;
+        let module_digest = artifacts
+            .put(ArtifactKind::Module, &prepared.module)
+            .await?
+            .digest;
+        let mut layers = [None, None];
+        for (slot, text) in layers.iter_mut().zip([&request.prompt, &request.tools]) {
+            if let Some(text) = text {
+                *slot = Some(
+                    artifacts
+                        .put(ArtifactKind::Document, text.as_bytes())
+                        .await?
+                        .digest,
+                );
+            }
+        }
+        let [prompt, tools] = layers;
+        let spec_digest = StoredSpec::new(
+            module_digest,
+            prompt,
+            tools,
+            request.config.clone(),
+            request.secrets.clone(),
+            prepared.sessions,
+        )
+        .put(&**artifacts)
+        .await?;
+        let mut new = NewDeployment::builder(request.agent.clone(), prepared.version.clone())
+            .id(prepared.id.clone())
+            .strategy(strategy)
+            .label(LABEL_KEY, prepared.label.clone())
+            .label(SPEC_KEY, spec_digest.to_string());
+        for (key, value) in &request.labels {
+            new = new.label(key.clone(), value.clone());
+        }
+        if let Some(commit) = &request.commit {
+            new = new.commit(commit.clone());
+        }
+        if let Some(author) = &request.author {
+            new = new.author(author.clone());
+        }
+        Ok(new.build())
+    }
+
+    /// Deploys a version without routing to it: stores its artifacts, validates it (the
+    /// four stages, the request's contract tests, compatibility with production) and warms
+    /// it up on threads of the host's own. It then waits, running and reachable by
+    /// [`preview`](Host::preview), for [`promote`](Host::promote) — the atomic cutover,
+    /// after which the previous production stays live so a rollback is instant. A request's
+    /// rollout spec is ignored. A failed validation or warm-up leaves it `Failed` and is
+    /// returned as the deployment in that state.
+    pub async fn stage(&self, request: DeployRequest) -> Result<Deployment, HostError> {
+        let inner = &self.inner;
+        let agent = request.agent.clone();
+        let prepared = self.prepare(&request).await?;
+        let new = self.record_artifacts(&request, &prepared, "staged").await?;
+        inner
+            .agents
+            .entry(agent.clone())
+            .or_insert(crate::host::AgentState {
+                sessions: prepared.sessions,
+            });
+        let created = inner.store.create(new).await?;
+        let id = created.id.clone();
+        inner
+            .store
+            .transition(
+                &agent,
+                &id,
+                LifecycleEvent::BeginValidation,
+                "staged: validation started",
+            )
+            .await?;
+        let checks = HostChecks {
+            inner: Arc::clone(inner),
+            module: prepared.module,
+            contract_tests: request.contract_tests.clone(),
+        };
+        let candidate = created.clone();
+        let (verdict, checks) = off_thread("validate", move || {
+            let verdict = futures::executor::block_on(checks.validate(&candidate));
+            (verdict, checks)
+        })
+        .await?;
+        if !verdict.passed {
+            return Ok(inner
+                .store
+                .transition(
+                    &agent,
+                    &id,
+                    LifecycleEvent::ValidationFailed,
+                    &verdict.summary,
+                )
+                .await?);
+        }
+        inner
+            .store
+            .transition(
+                &agent,
+                &id,
+                LifecycleEvent::ValidationPassed,
+                &verdict.summary,
+            )
+            .await?;
+        let report = checks.warm_up(&created).await;
+        if !report.ready {
+            return Ok(inner
+                .store
+                .transition(&agent, &id, LifecycleEvent::WarmUpFailed, &report.detail)
+                .await?);
+        }
+        let running = inner
+            .store
+            .transition(&agent, &id, LifecycleEvent::WarmUpPassed, &report.detail)
+            .await?;
+        inner.ensure_registered(&agent, &id)?;
+        Ok(running)
     }
 
     /// The running rollout of `agent` if its candidate is `deployment`.
@@ -1046,6 +1153,27 @@ impl Host {
         inner.set_version_active(agent, &promotion.promoted, true);
         if let Some(previous) = &promotion.previous {
             inner.set_version_active(agent, previous, false);
+        }
+        // The production just replaced stays live for an instant rollback; earlier ones
+        // that were kept live the same way are retired now, so they do not pile up.
+        let keep = promotion.previous.as_ref().map(|p| p.id.clone());
+        for old in inner.all_deployments(agent, true).await? {
+            if old.state == LifecycleState::Running
+                && !old.is_production
+                && old.promoted_at.is_some()
+                && Some(&old.id) != keep.as_ref()
+            {
+                let reason = format!("replaced by `{deployment}`; one previous version stays live");
+                inner
+                    .store
+                    .transition(agent, &old.id, LifecycleEvent::Drain, &reason)
+                    .await?;
+                inner
+                    .store
+                    .transition(agent, &old.id, LifecycleEvent::Retire, &reason)
+                    .await?;
+                inner.retire_out_of_band(old.id);
+            }
         }
         Ok(promotion.promoted)
     }

@@ -377,6 +377,12 @@ pub struct RainbowConfig {
     pub forced_drain_after: Duration,
     /// Rollback conditions, checked until the old version is retired.
     pub gates: Gates,
+    /// Steps that ramp the share of *new* sessions sent to the candidate (5 % → 25 % →
+    /// 50 %, then the switch), each held and gated like a canary step before the next
+    /// increase; sessions already pinned stay where they are. `None` (the default)
+    /// switches every new session at once.
+    #[serde(default)]
+    pub steps: Option<CanarySteps>,
 }
 
 impl Default for RainbowConfig {
@@ -390,6 +396,7 @@ impl Default for RainbowConfig {
                 judge: None,
                 ..Gates::default()
             },
+            steps: None,
         }
     }
 }

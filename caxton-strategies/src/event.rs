@@ -301,6 +301,10 @@ fn stage_title(stage: &str, percentage: Option<f64>) -> String {
         ("canary", step, Some(p)) if step.ends_with("_percent") => {
             format!("Canary {}%", format_quantity(Quantity::Number, p))
         }
+        ("rainbow", step, Some(p)) if step.ends_with("_percent") => format!(
+            "Rainbow {}% of new sessions",
+            format_quantity(Quantity::Number, p)
+        ),
         ("shadow", "mirror", Some(p)) => {
             format!("Shadow mirroring {}%", format_quantity(Quantity::Number, p))
         }
@@ -652,6 +656,13 @@ mod tests {
         })
         .human_lines();
         assert_eq!(cleanup[0].text, "Blue-green cleanup started");
+        let ramp = event(EventKind::StageStarted {
+            stage: "rainbow.5_percent".into(),
+            percentage: Some(5.0),
+            hold_s: Some(300.0),
+        })
+        .human_lines();
+        assert_eq!(ramp[0].text, "Rainbow 5% of new sessions started");
         let finished = event(EventKind::Finished {
             outcome: "rolled_back".into(),
             reason: Some("error_rate 2% > 1%".into()),

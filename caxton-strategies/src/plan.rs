@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::builtin::{StrategyConfig, canary_stage_name};
+use crate::builtin::{StrategyConfig, canary_stage_name, rainbow_stage_name};
 use crate::config::Gates;
 use crate::duration::HumanDuration;
 use crate::shadow::ShadowAspect;
@@ -88,11 +88,12 @@ impl Plan {
             notes: Vec::new(),
         };
         if let Some(gates) = strategy.gates() {
-            // Only canary steps and shadow runs hold for data or a judgement.
-            let holds = matches!(
-                strategy,
-                StrategyConfig::Canary(_) | StrategyConfig::Shadow(_)
-            );
+            // Only weighted steps and shadow runs hold for data or a judgement.
+            let holds = match strategy {
+                StrategyConfig::Canary(_) | StrategyConfig::Shadow(_) => true,
+                StrategyConfig::Rainbow(rainbow) => rainbow.steps.is_some(),
+                _ => false,
+            };
             plan.gates(gates, holds);
         }
         let mut at = 0.0;
@@ -251,6 +252,19 @@ impl Plan {
                 );
             }
             StrategyConfig::Rainbow(config) => {
+                for step in config.steps.iter().flat_map(|steps| steps.steps()) {
+                    push(
+                        &mut plan,
+                        &rainbow_stage_name(step.weight),
+                        step.hold.as_secs_f64(),
+                        Some(step.weight.percent()),
+                        format!(
+                            "send {} of new sessions to the candidate for {}; sessions already pinned stay where they are",
+                            step.weight,
+                            HumanDuration(step.hold)
+                        ),
+                    );
+                }
                 push(
                     &mut plan,
                     "rainbow.switch",
@@ -407,5 +421,30 @@ mod tests {
         );
         assert_eq!(blue_green.steps[1].duration_s, 300.0);
         assert_eq!(blue_green.preflight.warm_up_s, 60.0);
+    }
+
+    #[test]
+    fn a_rainbow_with_stages_ramps_new_sessions_before_the_switch() {
+        let spec = RolloutSpec::from_yaml(
+            "deployment:\n  strategy: rainbow\n  forced_drain_after: 1h\n  stages:\n    - canary: { weight: 5%, hold: 5m }\n    - canary: { weight: 25%, hold: 10m }\n    - full: 100%\n",
+        )
+        .unwrap();
+        let plan = Plan::of(&spec.strategy);
+        let stages: Vec<&str> = plan.steps.iter().map(|s| s.stage.as_str()).collect();
+        assert_eq!(
+            stages,
+            [
+                "rainbow.5_percent",
+                "rainbow.25_percent",
+                "rainbow.switch",
+                "rainbow.drain"
+            ]
+        );
+        let starts: Vec<f64> = plan.steps.iter().map(|s| s.starts_at_s).collect();
+        assert_eq!(starts, [0.0, 300.0, 900.0, 900.0]);
+        assert_eq!(plan.steps[0].percentage, Some(5.0));
+        assert!(plan.steps[0].description.contains("5% of new sessions"));
+        assert!(plan.notes.iter().any(|n| n.contains("extends a hold")));
+        assert_eq!(plan.nominal_duration_s, 900.0 + 3_600.0);
     }
 }

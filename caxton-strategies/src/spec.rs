@@ -18,10 +18,12 @@
 //!
 //! Blue-green takes the stages `validate`, `warm_up`, `switch` and `cleanup`; shadow
 //! takes `duration`, `sample`, `compare`, `equivalence`, `max_mismatch` and
-//! `resource_metrics`; rainbow takes `max_live_versions`, `session_idle_timeout` and
-//! `forced_drain_after`. Every strategy with gates also takes `check_interval`,
-//! `min_requests`, `max_extension`, `pause_timeout`, `drain_timeout` and (canary and
-//! shadow) `judge: { confidence: 95%, tolerance: 10%, min_samples: 20 }` or `judge: off`.
+//! `resource_metrics`; rainbow takes `max_live_versions`, `session_idle_timeout`,
+//! `forced_drain_after` and, to ramp the share of new sessions before the switch, the
+//! canary stages (`- canary: { weight: 5%, hold: 5m }` … `- full: 100%`). Every
+//! strategy with gates also takes `check_interval`, `min_requests`, `max_extension`,
+//! `pause_timeout`, `drain_timeout` and (canary and shadow) `judge: { confidence: 95%,
+//! tolerance: 10%, min_samples: 20 }` or `judge: off`.
 //! A wrong field, strategy, unit or expression is an error that names it and where it is.
 
 use std::fmt;
@@ -464,7 +466,8 @@ impl RolloutSpec {
     }
 
     /// Replaces the canary steps and the rollback conditions with the compact forms.
-    /// Canary stages only apply to a canary.
+    /// Canary stages apply to a canary and to a rainbow (whose ramp of new sessions they
+    /// set).
     pub fn with_compact(
         mut self,
         canary_stages: Option<&str>,
@@ -474,6 +477,7 @@ impl RolloutSpec {
             let steps = CanarySteps::parse_compact(text)?;
             match &mut self.strategy {
                 StrategyConfig::Canary(canary) => canary.steps = steps,
+                StrategyConfig::Rainbow(rainbow) => rainbow.steps = Some(steps),
                 other => {
                     return Err(SpecError::Invalid {
                         path: "--canary-stages".to_owned(),
@@ -786,11 +790,16 @@ impl RawDeployment {
         }))
     }
 
-    fn canary(&self) -> Result<StrategyConfig, SpecError> {
-        let defaults = CanaryConfig::default();
+    /// Reads the stages of a weighted ramp: `validate` and `warm_up` first, then
+    /// `canary: { weight, hold }` steps, then `full: 100%` last. `cleanup` is taken only
+    /// when `cleanup` is given. Returns the preflight and the steps (`None` when no
+    /// `canary` stage was given).
+    fn ramp(
+        &self,
+        mut cleanup: Option<&mut Duration>,
+    ) -> Result<(Preflight, Option<CanarySteps>), SpecError> {
         let mut steps: Vec<(usize, CanaryStep)> = Vec::new();
         let mut full_at: Option<usize> = None;
-        let mut cleanup = defaults.cleanup;
         let preflight = self.stages(|index, stage| {
             let path = format!("deployment.stages[{index}]");
             if let Some(full) = full_at {
@@ -815,12 +824,15 @@ impl RawDeployment {
                     }
                     full_at = Some(index);
                 }
-                RawStage::Cleanup(duration) => cleanup = *duration,
+                RawStage::Cleanup(duration) => match cleanup.as_deref_mut() {
+                    Some(cleanup) => *cleanup = *duration,
+                    None => return Ok(false),
+                },
                 _ => return Ok(false),
             }
             Ok(true)
         })?;
-        // validate and warm_up come before the first canary step.
+        // validate and warm_up come before the first weighted step.
         if let Some(first_step) = steps.first().map(|(i, _)| *i)
             && let Some(late) = self
                 .stages
@@ -837,15 +849,11 @@ impl RawDeployment {
                 format!("stage `{}` must come before the first canary step", late.1),
             ));
         }
-        let steps = if self.stages.is_none() {
-            defaults.steps
-        } else if steps.is_empty() {
-            return Err(invalid(
-                "deployment.stages",
-                "a canary needs at least one `canary: { weight, hold }` stage",
-            ));
-        } else {
-            let indices: Vec<usize> = steps.iter().map(|(i, _)| *i).collect();
+        if steps.is_empty() {
+            return Ok((preflight, None));
+        }
+        let indices: Vec<usize> = steps.iter().map(|(i, _)| *i).collect();
+        let steps =
             CanarySteps::new(steps.into_iter().map(|(_, s)| s).collect()).map_err(|error| {
                 let at = match &error {
                     crate::config::ConfigError::StepWeight { index, .. }
@@ -856,7 +864,23 @@ impl RawDeployment {
                     format!("deployment.stages[{at}].canary.weight"),
                     error.to_string(),
                 )
-            })?
+            })?;
+        Ok((preflight, Some(steps)))
+    }
+
+    fn canary(&self) -> Result<StrategyConfig, SpecError> {
+        let defaults = CanaryConfig::default();
+        let mut cleanup = defaults.cleanup;
+        let (preflight, steps) = self.ramp(Some(&mut cleanup))?;
+        let steps = match steps {
+            Some(steps) => steps,
+            None if self.stages.is_none() => defaults.steps,
+            None => {
+                return Err(invalid(
+                    "deployment.stages",
+                    "a canary needs at least one `canary: { weight, hold }` stage",
+                ));
+            }
         };
         Ok(StrategyConfig::Canary(CanaryConfig {
             preflight,
@@ -895,9 +919,11 @@ impl RawDeployment {
 
     fn rainbow(&self) -> Result<StrategyConfig, SpecError> {
         let defaults = RainbowConfig::default();
-        let preflight = self.stages(|_, _| Ok(false))?;
+        // Canary stages ramp the share of new sessions; without them the switch is at once.
+        let (preflight, steps) = self.ramp(None)?;
         let config = RainbowConfig {
             preflight,
+            steps,
             max_live_versions: self.max_live_versions.unwrap_or(defaults.max_live_versions),
             session_idle_timeout: self
                 .session_idle_timeout

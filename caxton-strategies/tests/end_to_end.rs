@@ -666,6 +666,78 @@ fn rainbow_of_a_stateless_agent_does_not_pin_the_sessions_that_began_before_it()
     );
 }
 
+const RAINBOW_RAMP: &str = "
+deployment:
+  strategy: rainbow
+  stages:
+    - canary: { weight: 5%, hold: 5m }
+    - canary: { weight: 25%, hold: 10m }
+    - canary: { weight: 50%, hold: 10m }
+    - full: 100%
+  rollback_on: [error_rate > 1%]
+  forced_drain_after: 2h
+";
+
+#[test]
+fn rainbow_ramps_new_sessions_of_a_healthy_candidate_then_switches() {
+    let sim = simulation(RAINBOW_RAMP, "error_rate=0.2%,p99=40ms")
+        .session_mode(SessionMode::Sessions)
+        .sessions(LONG_SESSIONS);
+    let (run, events) = simulate(sim);
+    assert_eq!(run.report.outcome, Outcome::Promoted);
+    assert_eq!(candidate_weights(&run), [500, 2_500, 5_000, 10_000]);
+    let stages: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            caxton_strategies::EventKind::StageStarted { stage, .. } => Some(stage.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "rainbow.5_percent",
+            "rainbow.25_percent",
+            "rainbow.50_percent",
+            "rainbow.switch",
+            "rainbow.drain"
+        ]
+    );
+    // The baseline's sessions stayed through the ramp and the switch; only the forced
+    // drain, two hours after the switch, moved what was left.
+    let switched = run.report.started_at + Duration::from_secs(25 * 60);
+    for m in run.traffic.session_moves() {
+        assert_eq!(m.from, run.baseline);
+        assert!(m.at >= switched + Duration::from_secs(7_200), "{m:?}");
+    }
+}
+
+#[test]
+fn rainbow_rolls_back_a_regressing_candidate_at_5_percent() {
+    // Five-minute sessions: the candidate's 5 % of new sessions soon carry enough traffic
+    // to judge (with hour-long ones it would take far longer than the hold).
+    let sim = simulation(RAINBOW_RAMP, "error_rate=5%,p99=40ms")
+        .session_mode(SessionMode::Sessions)
+        .sessions(SessionModel::default());
+    let (run, events) = simulate(sim);
+    assert_eq!(
+        reason_kind(&run.report.outcome),
+        Some(ReasonKind::Condition)
+    );
+    let reason = run.report.outcome.reason().unwrap();
+    assert!(reason.message.contains("rainbow 5%"), "{reason:?}");
+    // New sessions went back to the baseline; the share never rose above 5 %.
+    assert_eq!(candidate_weights(&run), [500, 0]);
+    assert!(run.report.duration() <= Duration::from_secs(5 * 60 + 60));
+    assert!(!names(&events).contains(&"promoted"));
+    assert_rolled_back_cleanly(&run);
+    // Sessions that began on the baseline never moved; the candidate's were released.
+    let moves = run.traffic.session_moves();
+    assert!(!moves.is_empty());
+    assert!(moves.iter().all(|m| m.from == run.candidate));
+    assert!(run.traffic.live_sessions(&run.baseline) > 200);
+}
+
 #[test]
 fn rainbow_rollback_points_new_sessions_at_the_previous_version() {
     let sim = simulation(RAINBOW, "error_rate=8%,p99=40ms");

@@ -3,13 +3,14 @@
 use std::time::Duration;
 
 use caxton_core::{DeploymentId, Timestamp, Weight};
-use caxton_strategies::builtin::Canary;
-use caxton_strategies::config::{CanaryConfig, CanaryStep, CanarySteps, Gates};
+use caxton_strategies::builtin::{Canary, Rainbow};
+use caxton_strategies::config::{CanaryConfig, CanaryStep, CanarySteps, Gates, RainbowConfig};
 use caxton_strategies::{
     Command, Directive, Judge, Observations, RolloutContext, StepInput,
     Strategy as RolloutStrategy, ValidationVerdict, WarmUpReport,
 };
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 
 fn command() -> impl proptest::strategy::Strategy<Value = Command> {
     prop_oneof![
@@ -37,7 +38,14 @@ mod simulated {
 
     use super::*;
 
-    const KINDS: [&str; 5] = ["direct", "blue-green", "canary", "shadow", "rainbow"];
+    const KINDS: [&str; 6] = [
+        "direct",
+        "blue-green",
+        "canary",
+        "shadow",
+        "rainbow",
+        "rainbow-ramp",
+    ];
 
     fn spec_for(kind: &str, forced_drain_minutes: u64) -> RolloutSpec {
         let gates = "  rollback_on: [error_rate > 1%, p99 > 150ms]\n  max_extension: 5m\n  pause_timeout: 30m\n";
@@ -48,6 +56,9 @@ mod simulated {
                 "deployment:\n  strategy: canary\n  stages:\n    - canary: {{ weight: 10%, hold: 5m }}\n    - canary: {{ weight: 50%, hold: 5m }}\n{gates}"
             ),
             "shadow" => format!("deployment:\n  strategy: shadow\n  duration: 10m\n{gates}"),
+            "rainbow-ramp" => format!(
+                "deployment:\n  strategy: rainbow\n  forced_drain_after: {forced_drain_minutes}m\n  stages:\n    - canary: {{ weight: 10%, hold: 5m }}\n    - canary: {{ weight: 50%, hold: 5m }}\n{gates}"
+            ),
             _ => format!(
                 "deployment:\n  strategy: rainbow\n  forced_drain_after: {forced_drain_minutes}m\n{gates}"
             ),
@@ -252,7 +263,7 @@ mod simulated {
         }
 
         #[test]
-        fn a_rainbow_session_keeps_its_version_until_it_ends_or_is_forced(case in case_of(vec!["rainbow"])) {
+        fn a_rainbow_session_keeps_its_version_until_it_ends_or_is_forced(case in case_of(vec!["rainbow", "rainbow-ramp"])) {
             let (run, events) = run(&case);
             let deadline = promoted_at(&run).map(|at| at + Duration::from_secs(case.forced_drain_minutes * 60));
             let operator_forced_at = events.iter().find_map(|e| match &e.kind {
@@ -309,6 +320,118 @@ fn tick() -> impl proptest::strategy::Strategy<Value = Tick> {
         })
 }
 
+/// Drives a weighted-step `strategy` with random observations and commands until it
+/// finishes, checking that its splits follow `weights` upwards and stop after a
+/// rollback; returns every directive in order.
+fn drive_steps(
+    strategy: &mut dyn RolloutStrategy,
+    context: &RolloutContext,
+    weights: &[u16],
+    ticks: Vec<Tick>,
+) -> Result<Vec<Directive>, TestCaseError> {
+    let mut seen = Vec::new();
+    let mut now = Timestamp::EPOCH;
+    let mut observations = Observations::default();
+    let mut taken_out = false;
+    let mut finished = false;
+    let mut last_weight = 0u16;
+    let mut ticks = ticks.into_iter().cycle().take(5_000);
+    for _ in 0..5_000 {
+        let commands: Vec<Command> = Vec::new();
+        let directives = strategy.step(StepInput {
+            now,
+            context,
+            observations: &observations,
+            commands: &commands,
+        });
+        observations = Observations::default();
+        let mut wake = None;
+        for directive in directives {
+            prop_assert!(!finished, "directive after finish: {:?}", directive);
+            seen.push(directive.clone());
+            match directive {
+                Directive::Validate { .. } => {
+                    observations.validation = Some(ValidationVerdict::passed("ok"))
+                }
+                Directive::WarmUp { .. } => observations.warm_up = Some(WarmUpReport::ready("ok")),
+                Directive::SetSplit(split) => {
+                    prop_assert!(!taken_out);
+                    let sum: u32 = split
+                        .entries()
+                        .iter()
+                        .map(|e| u32::from(e.weight.bps()))
+                        .sum();
+                    prop_assert_eq!(sum, 10_000);
+                    let w = split.weight_of(&context.candidate).bps();
+                    prop_assert!(weights.contains(&w), "weight {} not a step", w);
+                    prop_assert!(w > last_weight, "weights only increase");
+                    last_weight = w;
+                }
+                Directive::Promote => prop_assert!(!taken_out),
+                Directive::RollBack { .. } => taken_out = true,
+                Directive::WaitUntil(at) => wake = Some(at),
+                Directive::Finish(_) => finished = true,
+                _ => {}
+            }
+        }
+        if finished {
+            break;
+        }
+        if observations.validation.is_some() || observations.warm_up.is_some() {
+            continue;
+        }
+        let next = wake
+            .filter(|w| *w > now)
+            .unwrap_or(now + Duration::from_millis(1));
+        let tick = ticks.next().expect("cycled");
+        let sample = |(requests, errors, latency): (u64, u64, u32)| {
+            window(
+                requests,
+                errors.min(requests),
+                vec![f64::from(latency); requests.min(30) as usize],
+            )
+        };
+        observations
+            .windows
+            .insert(context.candidate.clone(), sample(tick.candidate));
+        if let Some(baseline) = &context.baseline {
+            observations
+                .windows
+                .insert(baseline.clone(), sample(tick.baseline));
+        }
+        now = next;
+        if let Some(command) = tick.command {
+            let directives = strategy.step(StepInput {
+                now,
+                context,
+                observations: &observations,
+                commands: &[command],
+            });
+            observations = Observations::default();
+            for directive in directives {
+                seen.push(directive.clone());
+                match directive {
+                    Directive::SetSplit(split) => {
+                        prop_assert!(!taken_out);
+                        let w = split.weight_of(&context.candidate).bps();
+                        prop_assert!(weights.contains(&w) && w > last_weight);
+                        last_weight = w;
+                    }
+                    Directive::Promote => prop_assert!(!taken_out),
+                    Directive::RollBack { .. } => taken_out = true,
+                    Directive::Finish(_) => finished = true,
+                    _ => {}
+                }
+            }
+            if finished {
+                break;
+            }
+        }
+    }
+    prop_assert!(finished, "the rollout finished within 5000 steps");
+    Ok(seen)
+}
+
 fn steps() -> impl proptest::strategy::Strategy<Value = Vec<CanaryStep>> {
     prop::collection::btree_set(1u32..100, 1..5).prop_flat_map(|weights| {
         let weights: Vec<u32> = weights.into_iter().collect();
@@ -356,76 +479,53 @@ proptest! {
             ..CanaryConfig::default()
         })
         .unwrap();
-        let mut now = Timestamp::EPOCH;
-        let mut observations = Observations::default();
-        let mut taken_out = false;
-        let mut finished = false;
-        let mut last_weight = 0u16;
-        let mut ticks = ticks.into_iter().cycle().take(5_000);
-        for _ in 0..5_000 {
-            let commands: Vec<Command> = Vec::new();
-            let directives = canary.step(StepInput { now, context: &context, observations: &observations, commands: &commands });
-            observations = Observations::default();
-            let mut wake = None;
-            for directive in directives {
-                prop_assert!(!finished, "directive after finish: {:?}", directive);
-                match directive {
-                    Directive::Validate { .. } => observations.validation = Some(ValidationVerdict::passed("ok")),
-                    Directive::WarmUp { .. } => observations.warm_up = Some(WarmUpReport::ready("ok")),
-                    Directive::SetSplit(split) => {
-                        prop_assert!(!taken_out);
-                        let sum: u32 = split.entries().iter().map(|e| u32::from(e.weight.bps())).sum();
-                        prop_assert_eq!(sum, 10_000);
-                        let w = split.weight_of(&context.candidate).bps();
-                        prop_assert!(weights.contains(&w), "weight {} not a step", w);
-                        prop_assert!(w > last_weight, "weights only increase");
-                        last_weight = w;
-                    }
-                    Directive::Promote => prop_assert!(!taken_out),
-                    Directive::RollBack { .. } => taken_out = true,
-                    Directive::WaitUntil(at) => wake = Some(at),
-                    Directive::Finish(_) => finished = true,
-                    _ => {}
-                }
-            }
-            if finished {
-                break;
-            }
-            if observations.validation.is_some() || observations.warm_up.is_some() {
-                continue;
-            }
-            let next = wake.filter(|w| *w > now).unwrap_or(now + Duration::from_millis(1));
-            let tick = ticks.next().expect("cycled");
-            let sample = |(requests, errors, latency): (u64, u64, u32)| {
-                window(requests, errors.min(requests), vec![f64::from(latency); requests.min(30) as usize])
-            };
-            observations.windows.insert(context.candidate.clone(), sample(tick.candidate));
-            if let Some(baseline) = &context.baseline {
-                observations.windows.insert(baseline.clone(), sample(tick.baseline));
-            }
-            now = next;
-            if let Some(command) = tick.command {
-                let directives = canary.step(StepInput { now, context: &context, observations: &observations, commands: &[command] });
-                observations = Observations::default();
-                for directive in directives {
-                    match directive {
-                        Directive::SetSplit(split) => {
-                            prop_assert!(!taken_out);
-                            let w = split.weight_of(&context.candidate).bps();
-                            prop_assert!(weights.contains(&w) && w > last_weight);
-                            last_weight = w;
-                        }
-                        Directive::Promote => prop_assert!(!taken_out),
-                        Directive::RollBack { .. } => taken_out = true,
-                        Directive::Finish(_) => finished = true,
-                        _ => {}
-                    }
-                }
-                if finished {
-                    break;
-                }
-            }
+        drive_steps(&mut canary, &context, &weights, ticks)?;
+    }
+
+    #[test]
+    fn rainbow_ramps_follow_the_steps_and_set_the_idle_timeout_once_before_any_traffic(
+        steps in steps(),
+        ticks in prop::collection::vec(tick(), 1..400),
+    ) {
+        let context = RolloutContext::new(
+            caxton_core::AgentId::new("a").unwrap(),
+            DeploymentId::new("cand").unwrap(),
+            Some(DeploymentId::new("base").unwrap()),
+        );
+        let weights: Vec<u16> = steps.iter().map(|s| s.weight.bps()).collect();
+        let gates = Gates {
+            // Looser than the canary's, so that many ramps get past their first step.
+            rollback_on: vec!["error_rate > 10%".parse().unwrap()],
+            min_requests: 50,
+            max_extension: Duration::from_secs(300),
+            pause_timeout: Duration::from_secs(1_800),
+            judge: None,
+            ..Gates::default()
+        };
+        let mut rainbow = Rainbow::new(RainbowConfig {
+            steps: Some(CanarySteps::new(steps).unwrap()),
+            gates,
+            forced_drain_after: Duration::from_secs(3_600),
+            ..RainbowConfig::default()
+        })
+        .unwrap();
+        let seen = drive_steps(&mut rainbow, &context, &weights, ticks)?;
+        let affinity: Vec<usize> = seen
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| matches!(d, Directive::SessionAffinity(_)))
+            .map(|(i, _)| i)
+            .collect();
+        prop_assert!(affinity.len() <= 1, "the idle timeout is set once");
+        let first_traffic = seen
+            .iter()
+            .position(|d| matches!(d, Directive::SetSplit(_) | Directive::Promote));
+        if let Some(first) = first_traffic {
+            prop_assert!(affinity.first().is_some_and(|a| *a < first), "the idle timeout comes first");
         }
-        prop_assert!(finished, "the canary finished within 5000 steps");
+        // The candidate is promoted only after the ramp, and the split never moves after.
+        if let Some(promoted) = seen.iter().position(|d| matches!(d, Directive::Promote)) {
+            prop_assert!(!seen[promoted..].iter().any(|d| matches!(d, Directive::SetSplit(_))));
+        }
     }
 }

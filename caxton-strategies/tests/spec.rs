@@ -106,6 +106,81 @@ fn shadow_and_rainbow_take_their_own_fields() {
     assert_eq!(config.forced_drain_after, Duration::from_secs(12 * 3_600));
 }
 
+const RAINBOW_RAMP: &str = "
+deployment:
+  strategy: rainbow
+  stages:
+    - validate: 30s
+    - canary: { weight: 5%, hold: 5m }
+    - canary: { weight: 25%, hold: 10m }
+    - canary: { weight: 50%, hold: 10m }
+    - full: 100%
+  rollback_on: [error_rate > 1%]
+  forced_drain_after: 12h
+";
+
+#[test]
+fn rainbow_takes_canary_stages_that_ramp_new_sessions() {
+    let spec = RolloutSpec::from_yaml(RAINBOW_RAMP).unwrap();
+    let StrategyConfig::Rainbow(config) = &spec.strategy else {
+        panic!()
+    };
+    let steps = config.steps.as_ref().expect("a ramp");
+    assert_eq!(steps.to_compact(), "5:5m,25:10m,50:10m");
+    assert_eq!(config.preflight.validate, Duration::from_secs(30));
+    assert_eq!(config.gates.rollback_on.len(), 1);
+    assert_eq!(config.forced_drain_after, Duration::from_secs(12 * 3_600));
+    // The compact form and JSON say the same.
+    let compact = RolloutSpec::from_yaml(
+        "deployment:\n  strategy: rainbow\n  stages:\n    - validate: 30s\n  forced_drain_after: 12h\n",
+    )
+    .unwrap()
+    .with_compact(Some("5:5m,25:10m,50:10m"), Some("error_rate>1%"))
+    .unwrap();
+    assert_eq!(compact, spec);
+    let json = RolloutSpec::from_json(
+        r#"{"deployment": {"strategy": "rainbow", "forced_drain_after": "12h", "stages": [{"validate": "30s"}, {"canary": {"weight": "5%", "hold": "5m"}}, {"canary": {"weight": "25%", "hold": "10m"}}, {"canary": {"weight": 50, "hold": "10m"}}, {"full": "100%"}], "rollback_on": ["error_rate > 1%"]}}"#,
+    )
+    .unwrap();
+    assert_eq!(json, spec);
+
+    // Without canary stages the switch is at once, as before.
+    for yaml in [
+        "deployment:\n  strategy: rainbow\n",
+        "deployment:\n  strategy: rainbow\n  stages:\n    - validate: 10s\n    - full: 100%\n",
+    ] {
+        let StrategyConfig::Rainbow(config) = RolloutSpec::from_yaml(yaml).unwrap().strategy else {
+            panic!()
+        };
+        assert_eq!(config.steps, None, "{yaml}");
+    }
+
+    // The canary's checks apply, with the same paths.
+    let err = yaml_error(
+        "deployment:\n  strategy: rainbow\n  stages:\n    - canary: { weight: 25%, hold: 5m }\n    - canary: { weight: 5%, hold: 5m }\n",
+    );
+    assert_eq!(err.path(), Some("deployment.stages[1].canary.weight"));
+    assert!(err.to_string().contains("must increase"), "{err}");
+    let err = yaml_error(
+        "deployment:\n  strategy: rainbow\n  stages:\n    - full: 100%\n    - canary: { weight: 5%, hold: 5m }\n",
+    );
+    assert!(err.to_string().contains("must be last"), "{err}");
+    let err = yaml_error(
+        "deployment:\n  strategy: rainbow\n  stages:\n    - canary: { weight: 5%, hold: 5m }\n    - full: 50%\n",
+    );
+    assert_eq!(err.path(), Some("deployment.stages[1].full"));
+    // A rainbow drains its old versions itself; a cleanup hold is not one of its stages.
+    let err = yaml_error(
+        "deployment:\n  strategy: rainbow\n  stages:\n    - canary: { weight: 5%, hold: 5m }\n    - cleanup: 5m\n",
+    );
+    assert_eq!(err.path(), Some("deployment.stages[1]"));
+    assert!(
+        err.to_string()
+            .contains("does not apply to strategy `rainbow`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn judge_settings_are_read_and_can_be_turned_off() {
     let spec = RolloutSpec::from_yaml(

@@ -287,6 +287,153 @@ fn rainbow_retires_an_old_version_once_its_sessions_have_ended() {
     ));
     assert_eq!(out.last(), Some(&Directive::Finish(Outcome::Promoted)));
 }
+fn ramp(gates: Gates) -> Rainbow {
+    let step = |weight: &str, minutes: u64| {
+        CanaryStep::new(weight.parse().unwrap(), Duration::from_secs(minutes * 60))
+    };
+    Rainbow::new(RainbowConfig {
+        steps: Some(
+            CanarySteps::new(vec![step("5%", 5), step("25%", 10), step("50%", 10)]).unwrap(),
+        ),
+        gates,
+        ..RainbowConfig::default()
+    })
+    .unwrap()
+}
+
+fn ramp_gates() -> Gates {
+    Gates {
+        rollback_on: vec!["error_rate > 1%".parse().unwrap()],
+        min_requests: 100,
+        max_extension: Duration::from_secs(120),
+        judge: None,
+        ..Gates::default()
+    }
+}
+
+/// The candidate's weight in the split a step set, in basis points.
+fn split_set(directives: &[Directive], context: &RolloutContext) -> Option<u16> {
+    directives.iter().find_map(|d| match d {
+        Directive::SetSplit(split) => Some(split.weight_of(&context.candidate).bps()),
+        _ => None,
+    })
+}
+
+fn position(directives: &[Directive], wanted: impl Fn(&Directive) -> bool) -> Option<usize> {
+    directives.iter().position(wanted)
+}
+
+#[test]
+fn rainbow_ramps_new_sessions_and_checks_the_gates_before_each_increase() {
+    let context = context();
+    let mut rainbow = ramp(ramp_gates());
+    let started = start(&mut rainbow, &context);
+    // The idle timeout is set before the candidate takes a session; 5 % of new sessions
+    // go to it; nothing is promoted yet.
+    assert!(
+        matches!(started[0], Directive::SessionAffinity(Some(_))),
+        "{started:?}"
+    );
+    assert_eq!(split_set(&started, &context), Some(500));
+    assert!(started.iter().any(|d| matches!(d, Directive::Emit(EventKind::StageStarted { stage, .. }) if stage == "rainbow.5_percent")));
+    assert!(!started.iter().any(|d| matches!(d, Directive::Promote)));
+
+    let healthy = || window(60, 0, vec![20.0; 60]);
+    let mut weights = vec![500];
+    let mut promoted_at = None;
+    for minute in 1..=25 {
+        let out = observe(
+            &mut rainbow,
+            &context,
+            at(minute),
+            healthy(),
+            healthy(),
+            &[],
+        );
+        assert!(
+            !out.iter().any(|d| matches!(
+                d,
+                Directive::SessionAffinity(_) | Directive::RollBack { .. }
+            )),
+            "minute {minute}: {out:?}"
+        );
+        if let Some(weight) = split_set(&out, &context) {
+            // The gates were checked, and passed, before the increase.
+            let checked = position(
+                &out,
+                |d| matches!(d, Directive::Emit(kind) if kind.name() == "checked"),
+            );
+            let split = position(&out, |d| matches!(d, Directive::SetSplit(_)));
+            assert!(checked < split, "minute {minute}: {out:?}");
+            weights.push(weight);
+            assert!([5, 15].contains(&minute), "increase at minute {minute}");
+        }
+        if out.iter().any(|d| matches!(d, Directive::Promote)) {
+            promoted_at = Some(minute);
+            assert!(emitted(&out, "checked"), "{out:?}");
+            break;
+        }
+    }
+    assert_eq!(weights, [500, 2_500, 5_000]);
+    assert_eq!(promoted_at, Some(25), "switch after 5 + 10 + 10 minutes");
+}
+
+#[test]
+fn rainbow_ramp_holds_for_data_and_rolls_back_on_a_gate() {
+    let context = context();
+    let mut rainbow = ramp(ramp_gates());
+    start(&mut rainbow, &context);
+    // Too few requests at the end of the hold: the share of new sessions stays at 5 %.
+    let mut out = Vec::new();
+    for minute in 1..=5 {
+        out = observe(
+            &mut rainbow,
+            &context,
+            at(minute),
+            window(5, 0, vec![20.0; 5]),
+            window(500, 0, vec![20.0; 50]),
+            &[],
+        );
+        assert_eq!(split_set(&out, &context), None, "minute {minute}");
+    }
+    assert!(emitted(&out, "hold_extended"), "{out:?}");
+    // Enough data, and the candidate fails: rolled back at 5 %, never increased.
+    let out = observe(
+        &mut rainbow,
+        &context,
+        at(6),
+        window(200, 20, vec![20.0; 50]),
+        window(500, 0, vec![20.0; 50]),
+        &[],
+    );
+    assert_eq!(split_set(&out, &context), None);
+    assert!(
+        out.iter().any(|d| matches!(d, Directive::RollBack { .. })),
+        "{out:?}"
+    );
+    let Some(Directive::Finish(outcome)) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(outcome.reason().unwrap().kind, ReasonKind::Condition);
+    assert!(
+        outcome.reason().unwrap().message.contains("rainbow 5%"),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn rainbow_without_steps_still_switches_at_once() {
+    let context = context();
+    let mut rainbow = Rainbow::new(RainbowConfig::default()).unwrap();
+    let out = start(&mut rainbow, &context);
+    assert!(matches!(out[0], Directive::SessionAffinity(Some(_))));
+    assert_eq!(split_set(&out, &context), None);
+    assert!(
+        out.iter().any(|d| matches!(d, Directive::Promote)),
+        "{out:?}"
+    );
+}
+
 /// The driver, on the simulator's joints.
 #[cfg(feature = "sim")]
 mod with_driver {

@@ -2,10 +2,9 @@
 
 use caxton_core::{Split, Timestamp, Weight};
 
-use super::common::{Cleanup, Core, FinalDrain, PreflightStep, stage_label};
+use super::common::{Cleanup, Core, FinalDrain, HoldEnd, PreflightStep};
 use crate::config::{CanaryConfig, ConfigError};
 use crate::event::EventKind;
-use crate::judge::Verdict;
 use crate::strategy::{Directive, Reason, ReasonKind, StepInput, Strategy};
 
 #[derive(Debug, Clone)]
@@ -115,7 +114,7 @@ impl Canary {
         }
     }
 
-    /// At the end of a hold: decide whether to go on, hold longer, pause or roll back.
+    /// At the end of a hold: go on, hold longer, pause or roll back.
     fn gate(
         &mut self,
         index: usize,
@@ -124,78 +123,23 @@ impl Canary {
         input: &StepInput<'_>,
         out: &mut Vec<Directive>,
     ) {
-        let gates = &self.config.gates;
-        let needs_more = if !self.core.enough_data(gates) {
-            Some(format!(
-                "only {} of the {} requests needed to judge {}",
-                self.core.candidate.requests,
-                gates.min_requests,
-                stage_label(stage)
-            ))
-        } else {
-            None
-        };
-        let judgement = match (&needs_more, &gates.judge) {
-            (None, Some(judge)) => Some(judge.compare(
-                &self.core.candidate.latency_ms,
-                &self.core.baseline.latency_ms,
-            )),
-            _ => None,
-        };
-        if let Some(judgement) = &judgement
-            && judgement.verdict == Verdict::Fail
+        match self
+            .core
+            .end_of_hold(&self.config.gates, extended, stage, input.now, out)
         {
-            out.push(Directive::Emit(EventKind::Judged {
-                stage: stage.to_owned(),
-                metric: "latency".to_owned(),
-                judgement: judgement.clone(),
-            }));
-            let reason = Reason::new(
-                ReasonKind::Judge,
-                format!("latency at {}: {}", stage_label(stage), judgement.reason),
-            );
-            return self.core.roll_back(reason, out);
-        }
-        let wait_reason = needs_more.or_else(|| {
-            judgement
-                .as_ref()
-                .filter(|j| j.verdict == Verdict::Inconclusive)
-                .map(|j| format!("judge inconclusive: {}", j.reason))
-        });
-        if let Some(reason) = wait_reason {
-            let step = gates.check_interval;
-            if extended + step <= gates.max_extension {
-                out.push(Directive::Emit(EventKind::HoldExtended {
-                    stage: stage.to_owned(),
-                    extended_by_s: step.as_secs_f64(),
-                    reason,
-                }));
-                let hold_until = input.now + step;
+            HoldEnd::Passed => self.start_step(index + 1, input, out),
+            HoldEnd::Extended {
+                hold_until,
+                extended,
+            } => {
                 self.phase = Phase::Step {
                     index,
                     hold_until,
-                    extended: extended + step,
+                    extended,
                 };
-                out.push(Directive::WaitUntil(hold_until));
-            } else {
-                self.core.pause(input.now, &reason, out);
-                out.push(Directive::WaitUntil(self.core.pause_wake(input.now, gates)));
             }
-            return;
+            HoldEnd::Paused | HoldEnd::RolledBack => {}
         }
-        // The step passed: report and move on.
-        out.push(self.core.metrics_event(stage, true));
-        for check in self.core.checks(gates) {
-            out.push(Directive::Emit(EventKind::checked(stage, &check)));
-        }
-        if let Some(judgement) = judgement {
-            out.push(Directive::Emit(EventKind::Judged {
-                stage: stage.to_owned(),
-                metric: "latency".to_owned(),
-                judgement,
-            }));
-        }
-        self.start_step(index + 1, input, out);
     }
 }
 

@@ -8,6 +8,7 @@ use caxton_core::{DeploymentId, MetricWindow, Timestamp};
 use crate::condition::{Check, CheckStatus};
 use crate::config::{Gates, Preflight};
 use crate::event::{EventKind, MetricsSummary};
+use crate::judge::Verdict;
 use crate::strategy::{Command, Directive, Outcome, Reason, ReasonKind, StepInput};
 
 /// Where validation and warm-up stand.
@@ -305,13 +306,122 @@ impl Core {
     }
 }
 
-/// `canary 5%` from `canary.5_percent`, for reasons.
+/// How the end of a weighted step's hold came out.
+pub(crate) enum HoldEnd {
+    /// The step passed; the caller moves on.
+    Passed,
+    /// Too little data or an inconclusive judgement: the hold goes on until `hold_until`,
+    /// `extended` in all.
+    Extended {
+        hold_until: Timestamp,
+        extended: Duration,
+    },
+    /// The extensions ran out: the rollout is paused for a person.
+    Paused,
+    /// The judge found a regression: the rollout rolls back.
+    RolledBack,
+}
+
+impl Core {
+    /// At the end of a weighted step's hold (`stage` names it): the candidate must have
+    /// handled enough requests and the judge, when on, must find no regression. Too
+    /// little data or an inconclusive judgement extends the hold, up to
+    /// `gates.max_extension` in all, then pauses; a regression rolls back. The directives
+    /// for each case are pushed here; the caller only moves its phase.
+    pub(crate) fn end_of_hold(
+        &mut self,
+        gates: &Gates,
+        extended: Duration,
+        stage: &str,
+        now: Timestamp,
+        out: &mut Vec<Directive>,
+    ) -> HoldEnd {
+        let needs_more = if !self.enough_data(gates) {
+            Some(format!(
+                "only {} of the {} requests needed to judge {}",
+                self.candidate.requests,
+                gates.min_requests,
+                stage_label(stage)
+            ))
+        } else {
+            None
+        };
+        let judgement = match (&needs_more, &gates.judge) {
+            (None, Some(judge)) => {
+                Some(judge.compare(&self.candidate.latency_ms, &self.baseline.latency_ms))
+            }
+            _ => None,
+        };
+        if let Some(judgement) = &judgement
+            && judgement.verdict == Verdict::Fail
+        {
+            out.push(Directive::Emit(EventKind::Judged {
+                stage: stage.to_owned(),
+                metric: "latency".to_owned(),
+                judgement: judgement.clone(),
+            }));
+            let reason = Reason::new(
+                ReasonKind::Judge,
+                format!("latency at {}: {}", stage_label(stage), judgement.reason),
+            );
+            self.roll_back(reason, out);
+            return HoldEnd::RolledBack;
+        }
+        let wait_reason = needs_more.or_else(|| {
+            judgement
+                .as_ref()
+                .filter(|j| j.verdict == Verdict::Inconclusive)
+                .map(|j| format!("judge inconclusive: {}", j.reason))
+        });
+        if let Some(reason) = wait_reason {
+            let step = gates.check_interval;
+            if extended + step <= gates.max_extension {
+                out.push(Directive::Emit(EventKind::HoldExtended {
+                    stage: stage.to_owned(),
+                    extended_by_s: step.as_secs_f64(),
+                    reason,
+                }));
+                let hold_until = now + step;
+                out.push(Directive::WaitUntil(hold_until));
+                return HoldEnd::Extended {
+                    hold_until,
+                    extended: extended + step,
+                };
+            }
+            self.pause(now, &reason, out);
+            out.push(Directive::WaitUntil(self.pause_wake(now, gates)));
+            return HoldEnd::Paused;
+        }
+        // The step passed: report it.
+        out.push(self.metrics_event(stage, true));
+        for check in self.checks(gates) {
+            out.push(Directive::Emit(EventKind::checked(stage, &check)));
+        }
+        if let Some(judgement) = judgement {
+            out.push(Directive::Emit(EventKind::Judged {
+                stage: stage.to_owned(),
+                metric: "latency".to_owned(),
+                judgement,
+            }));
+        }
+        HoldEnd::Passed
+    }
+}
+
+/// `canary 5%` from `canary.5_percent` (and `rainbow 5%` from `rainbow.5_percent`), for
+/// reasons.
 pub(crate) fn stage_label(stage: &str) -> String {
+    for strategy in ["canary", "rainbow"] {
+        if let Some(pct) = stage
+            .strip_prefix(strategy)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_suffix("_percent"))
+        {
+            return format!("{strategy} {}%", pct.replace('_', "."));
+        }
+    }
     match stage.strip_prefix("canary.") {
-        Some(rest) => match rest.strip_suffix("_percent") {
-            Some(pct) => format!("canary {}%", pct.replace('_', ".")),
-            None => format!("canary {rest}"),
-        },
+        Some(rest) => format!("canary {rest}"),
         None => stage.replace(['.', '_'], " "),
     }
 }
@@ -526,5 +636,7 @@ mod tests {
         assert_eq!(stage_label("canary.5_percent"), "canary 5%");
         assert_eq!(stage_label("canary.12_5_percent"), "canary 12.5%");
         assert_eq!(stage_label("blue_green.cleanup"), "blue green cleanup");
+        assert_eq!(stage_label("rainbow.25_percent"), "rainbow 25%");
+        assert_eq!(stage_label("rainbow.drain"), "rainbow drain");
     }
 }

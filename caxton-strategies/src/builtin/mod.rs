@@ -10,7 +10,7 @@ mod shadow;
 pub use blue_green::BlueGreen;
 pub use canary::{Canary, canary_stage_name};
 pub use direct::Direct;
-pub use rainbow::Rainbow;
+pub use rainbow::{Rainbow, rainbow_stage_name};
 pub use shadow::Shadow;
 
 use serde::Serialize;

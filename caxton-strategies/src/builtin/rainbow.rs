@@ -1,16 +1,25 @@
 //! The rainbow strategy.
 
-use caxton_core::{DeploymentId, SessionAffinity, Timestamp};
+use std::time::Duration;
 
-use super::common::{Core, PreflightStep};
+use caxton_core::{DeploymentId, SessionAffinity, Split, Timestamp, Weight};
+
+use super::canary::canary_stage_name;
+use super::common::{CommandEffects, Core, HoldEnd, PreflightStep};
 use crate::config::{ConfigError, RainbowConfig};
 use crate::event::EventKind;
-use crate::strategy::{Directive, Outcome, StepInput, Strategy};
+use crate::strategy::{Directive, Outcome, Reason, ReasonKind, StepInput, Strategy};
 
 #[derive(Debug, Clone)]
 enum Phase {
     Preflight,
     Ready,
+    /// A share of new sessions goes to the candidate; the step holds until `hold_until`.
+    Ramp {
+        index: usize,
+        hold_until: Timestamp,
+        extended: Duration,
+    },
     /// New sessions go to the candidate; old versions serve their pinned sessions.
     Watching {
         deadline: Timestamp,
@@ -23,7 +32,15 @@ enum Phase {
 /// sessions pinned to them, until those end, idle out, or the forced-drain deadline
 /// passes. At most `max_live_versions` versions serve at once: the oldest are closed
 /// first. Rollback conditions are checked until the old version retires; a rollback
-/// sends new sessions back to the previous version.
+/// sends new sessions back to the previous version and closes the candidate, whose
+/// sessions go back too.
+///
+/// With `steps`, the switch comes after a ramp: each step sends its weight of *new*
+/// sessions to the candidate (the split applies to unpinned traffic; pinned sessions stay
+/// where they are) and holds, with rollback conditions checked every interval. Before each
+/// increase, as in a canary, the candidate must have handled enough requests and the
+/// judge (when on) must find no regression; too little data extends the hold, then
+/// pauses for a person. A condition that holds rolls back at once.
 ///
 /// # Session affinity
 ///
@@ -41,6 +58,13 @@ pub struct Rainbow {
     config: RainbowConfig,
     core: Core,
     phase: Phase,
+    /// Whether the idle timeout has been set on the agent's session affinity.
+    idle_timeout_set: bool,
+}
+
+/// The stage name of a rainbow ramp step: `rainbow.5_percent`, `rainbow.12_5_percent`.
+pub fn rainbow_stage_name(weight: Weight) -> String {
+    canary_stage_name(weight).replacen("canary.", "rainbow.", 1)
 }
 
 impl Rainbow {
@@ -51,14 +75,130 @@ impl Rainbow {
             config,
             core: Core::new(),
             phase: Phase::Preflight,
+            idle_timeout_set: false,
         })
     }
 
+    /// Sets the idle timeout, once, before the candidate takes any session. Only the
+    /// timeout: affinity is on since the agent's first deployment (see above).
+    fn set_idle_timeout(&mut self, out: &mut Vec<Directive>) {
+        if !std::mem::replace(&mut self.idle_timeout_set, true) {
+            out.push(Directive::SessionAffinity(Some(SessionAffinity {
+                idle_timeout: self.config.session_idle_timeout,
+            })));
+        }
+    }
+
+    /// The candidate starts serving: the ramp's first step, or the switch without one.
+    fn begin(&mut self, input: &StepInput<'_>, out: &mut Vec<Directive>) {
+        if self.config.steps.is_some() && input.context.baseline.is_some() {
+            self.start_step(0, input, out);
+        } else {
+            self.switch(input, out);
+        }
+    }
+
+    /// Sends step `index`'s share of new sessions to the candidate; past the last step,
+    /// switches.
+    fn start_step(&mut self, index: usize, input: &StepInput<'_>, out: &mut Vec<Directive>) {
+        let step = self
+            .config
+            .steps
+            .as_ref()
+            .and_then(|steps| steps.steps().get(index).copied());
+        let (Some(baseline), Some(step)) = (input.context.baseline.clone(), step) else {
+            return self.switch(input, out);
+        };
+        self.set_idle_timeout(out);
+        match Split::canary(baseline, input.context.candidate.clone(), step.weight) {
+            Ok(split) => out.push(Directive::SetSplit(split)),
+            Err(error) => {
+                // The steps are checked on construction, so this means distinct ids collide.
+                let reason = Reason::new(ReasonKind::Infrastructure, error.to_string());
+                return self.core.abort(reason, true, out);
+            }
+        }
+        out.push(Directive::Emit(EventKind::StageStarted {
+            stage: rainbow_stage_name(step.weight),
+            percentage: Some(step.weight.percent()),
+            hold_s: Some(step.hold.as_secs_f64()),
+        }));
+        self.core.reset_windows(input.now, true);
+        let hold_until = input.now + step.hold;
+        self.phase = Phase::Ramp {
+            index,
+            hold_until,
+            extended: Duration::ZERO,
+        };
+        out.push(Directive::WaitUntil(
+            hold_until.min(input.now + self.config.gates.check_interval),
+        ));
+    }
+
+    /// One check during a ramp step.
+    fn ramp_step(
+        &mut self,
+        (index, mut hold_until, extended): (usize, Timestamp, Duration),
+        effects: &CommandEffects,
+        input: &StepInput<'_>,
+        out: &mut Vec<Directive>,
+    ) {
+        let gates = self.config.gates.clone();
+        self.core.observe(input);
+        let weight = self
+            .config
+            .steps
+            .as_ref()
+            .and_then(|steps| steps.steps().get(index))
+            .map_or(Weight::ZERO, |step| step.weight);
+        let stage = rainbow_stage_name(weight);
+        if let Some(reason) = self.core.breach(&gates, &stage, out) {
+            return self.core.roll_back(reason, out);
+        }
+        let mut extended = extended;
+        if let Some(paused) = effects.resumed_after {
+            hold_until = hold_until + paused;
+            // A person chose to go on: the step gets a fresh round of extensions.
+            extended = Duration::ZERO;
+            self.phase = Phase::Ramp {
+                index,
+                hold_until,
+                extended,
+            };
+        }
+        if effects.promote_fully {
+            self.switch(input, out);
+        } else if effects.promote_step {
+            self.start_step(index + 1, input, out);
+        } else if self.core.pause.is_some() {
+            self.core.wait_while_paused(input.now, &gates, out);
+        } else if input.now < hold_until {
+            out.push(Directive::WaitUntil(
+                hold_until.min(input.now + gates.check_interval),
+            ));
+        } else {
+            match self
+                .core
+                .end_of_hold(&gates, extended, &stage, input.now, out)
+            {
+                HoldEnd::Passed => self.start_step(index + 1, input, out),
+                HoldEnd::Extended {
+                    hold_until,
+                    extended,
+                } => {
+                    self.phase = Phase::Ramp {
+                        index,
+                        hold_until,
+                        extended,
+                    };
+                }
+                HoldEnd::Paused | HoldEnd::RolledBack => {}
+            }
+        }
+    }
+
     fn switch(&mut self, input: &StepInput<'_>, out: &mut Vec<Directive>) {
-        // Sets the idle timeout only: affinity is on since the agent's first deployment.
-        out.push(Directive::SessionAffinity(Some(SessionAffinity {
-            idle_timeout: self.config.session_idle_timeout,
-        })));
+        self.set_idle_timeout(out);
         out.push(Directive::Emit(EventKind::StageStarted {
             stage: "rainbow.switch".to_owned(),
             percentage: Some(100.0),
@@ -144,15 +284,22 @@ impl Strategy for Rainbow {
                         self.core.pause_wake(input.now, &gates),
                     ));
                 }
-                PreflightStep::Ready => self.switch(&input, &mut out),
+                PreflightStep::Ready => self.begin(&input, &mut out),
             },
             Phase::Ready => {
-                if self.core.pause.is_none() || effects.promote_fully || effects.promote_step {
+                if effects.promote_fully {
                     self.switch(&input, &mut out);
+                } else if self.core.pause.is_none() || effects.promote_step {
+                    self.begin(&input, &mut out);
                 } else {
                     self.core.wait_while_paused(input.now, &gates, &mut out);
                 }
             }
+            Phase::Ramp {
+                index,
+                hold_until,
+                extended,
+            } => self.ramp_step((index, hold_until, extended), &effects, &input, &mut out),
             Phase::Watching {
                 mut deadline,
                 mut old,

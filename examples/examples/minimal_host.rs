@@ -1,36 +1,30 @@
-//! The smallest Caxton host: a runtime and a router put together by hand, one message.
-//! Run with `cargo run --example minimal_host`.
+//! The smallest Caxton host: a `caxton_host::Host` with every part at its default, one agent
+//! deployed and one message sent. Run with `cargo run --example minimal_host`.
 
-use caxton_core::{AgentId, AgentRuntime, DeploymentId, LoadSpec, SessionId};
-use caxton_examples::agents::PROCESSOR_V1;
-use caxton_router::Router;
-use caxton_wasm::{AgentEngine, EngineConfig, WasmRuntime};
+use caxton_core::{AgentId, SessionId};
+use caxton_host::{DeployRequest, Host, ModuleSource};
+
+const PROCESSOR_V1: &[u8] = include_bytes!("../../caxton-cli/samples/processor_v1.wasm");
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The runtime: one engine shared by every agent, and the agent loaded and warmed up.
-    let runtime = WasmRuntime::new(AgentEngine::new(EngineConfig::default())?);
+    // The host: an in-memory registry and artifact store, the wasmtime runtime, the router
+    // and the four-stage validation pipeline.
+    let host = Host::builder().build()?;
     let agent = AgentId::new("processor")?;
-    let v1 = DeploymentId::new("processor-v1")?;
-    let spec = LoadSpec::new(
-        agent.clone(),
-        v1.clone(),
-        PROCESSOR_V1.version(),
-        PROCESSOR_V1.module(),
-    );
-    runtime.load(spec)?;
-    runtime.warm_up(&v1)?;
 
-    // The router: the deployment is registered and promoted to production.
-    let router = Router::new();
-    router.register(&agent, &v1)?;
-    router.promote(&agent, &v1)?;
+    // The agent's first deployment: validated, warmed up, then production.
+    let request = DeployRequest::builder(agent.clone(), ModuleSource::Bytes(PROCESSOR_V1.into()))
+        .label("v1")
+        .build();
+    let report =
+        futures::executor::block_on(async { host.deploy(request).await?.rollout.wait().await })?;
+    println!("{}: {}", report.deployment, report.outcome.as_str());
 
     // One message: the router picks the deployment, the runtime runs it.
     let order = br#"{"kind":"order","id":"o-1","items":[{"sku":"A1","qty":2,"price_cents":1250}],"coupon":"SAVE10"}"#;
     let session = SessionId::new("customer-42")?;
-    let decision = router.route(&agent, Some(&session))?;
-    let reply = runtime.handle(decision.deployment(), None, order)?;
-    let text = String::from_utf8_lossy(&reply.bytes);
-    println!("{} answered: {text}", decision.deployment());
+    let delivery = host.send(&agent, Some(&session), order)?;
+    let text = String::from_utf8_lossy(&delivery.reply);
+    println!("{} answered: {text}", delivery.deployment);
     Ok(())
 }

@@ -1,96 +1,95 @@
-//! Rainbow sessions: `chat` v2 deployed while v1 sessions are under way. Sessions that
-//! started on v1 finish on v1; new sessions start on v2; v1 retires once its sessions end.
-//! Run with `cargo run --example rainbow_sessions`.
+//! Rainbow sessions: `chat` v2 deployed through a `caxton_host::Host` while v1 sessions are
+//! under way. `chat` keeps state per session, so it is deployed as a sessions agent from v1
+//! on: the host pins each session to the version that served its first message. Sessions
+//! that started on v1 finish on v1; new sessions start on v2; v1 retires once its sessions
+//! end. Run with `cargo run --example rainbow_sessions`.
 
-use std::sync::Arc;
-use std::time::Duration;
+use caxton_core::{AgentId, DeploymentId, SessionId};
+use caxton_host::{DeployRequest, Host, ModuleSource, SessionMode};
+use caxton_strategies::{EventKind, RolloutSpec};
+use futures::StreamExt;
+use futures::executor::block_on;
 
-use caxton_core::{SessionAffinity, SessionId, SystemClock};
-use caxton_examples::agents::{CHAT_V1, CHAT_V2};
-use caxton_examples::host::{Host, agent_id};
-use caxton_strategies::builtin::Rainbow;
-use caxton_strategies::config::{Gates, RainbowConfig};
-use caxton_strategies::{Commands, EventLog};
+const CHAT_V1: &[u8] = include_bytes!("../../caxton-cli/samples/chat_v1.wasm");
+const CHAT_V2: &[u8] = include_bytes!("../../caxton-cli/samples/chat_v2.wasm");
 
-fn say(host: &Host, session: &SessionId, text: &str) -> Result<String, Box<dyn std::error::Error>> {
+const RAINBOW: &str = r#"
+deployment:
+  strategy: rainbow
+  max_live_versions: 2
+  session_idle_timeout: 60s
+  forced_drain_after: 20s
+  check_interval: 200ms
+  min_requests: 1
+"#;
+
+/// Says `text` in `session`; returns the deployment that answered.
+fn say(
+    host: &Host,
+    agent: &AgentId,
+    session: &SessionId,
+    text: &str,
+) -> Result<DeploymentId, Box<dyn std::error::Error>> {
     let message = serde_json::json!({"kind": "say", "text": text}).to_string();
-    let delivery = host.send(&agent_id(&CHAT_V1), Some(session), message.as_bytes())?;
+    let delivery = host.send(agent, Some(session), message.as_bytes())?;
     let reply: serde_json::Value = serde_json::from_slice(&delivery.reply)?;
     println!(
         "  {session} → {}: {}",
         delivery.deployment,
         reply["text"].as_str().unwrap_or("")
     );
-    Ok(reply["version"].as_str().unwrap_or("?").to_owned())
+    Ok(delivery.deployment)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let host = Arc::new(Host::new(Arc::new(SystemClock))?);
-    let agent = agent_id(&CHAT_V1);
-    let events = EventLog::new();
-    let driver = host.driver(Arc::new(events.clone()));
-    let direct = caxton_strategies::RolloutSpec::from_yaml("deployment:\n  strategy: direct\n")?
-        .strategy
-        .build()?;
-    futures::executor::block_on(driver.run(
-        host.new_deployment(&CHAT_V1, "direct"),
-        direct,
-        Commands::none(),
-    ))?;
-    host.router().set_session_affinity(
-        &agent,
-        Some(SessionAffinity {
-            idle_timeout: Duration::from_secs(60),
-        }),
-    )?;
+    let host = Host::builder().build()?;
+    let agent = AgentId::new("chat")?;
+    let module = |bytes: &[u8]| ModuleSource::Bytes(bytes.into());
+
+    let v1 = DeployRequest::builder(agent.clone(), module(CHAT_V1))
+        .label("v1")
+        .sessions(SessionMode::Sessions);
+    let v1 = block_on(host.deploy(v1.build()))?;
+    block_on(v1.rollout.wait())?;
 
     println!("chat v1 in production; an old session starts:");
     let old = SessionId::new("old-session")?;
-    let first = say(&host, &old, "Hi, I'm planning a trip.")?;
+    let first = say(&host, &agent, &old, "Hi, I'm planning a trip.")?;
 
     println!("Rolling out chat v2 (rainbow):");
-    let config = RainbowConfig {
-        session_idle_timeout: Duration::from_secs(60),
-        forced_drain_after: Duration::from_secs(20),
-        gates: Gates {
-            judge: None,
-            check_interval: Duration::from_millis(200),
-            min_requests: 1,
-            ..Gates::default()
-        },
-        ..RainbowConfig::default()
-    };
-    let new = host.new_deployment(&CHAT_V2, "rainbow");
-    let rollout = {
-        let (driver, rainbow) = (host.driver(Arc::new(events.clone())), Rainbow::new(config)?);
-        std::thread::spawn(move || {
-            futures::executor::block_on(driver.run(new, Box::new(rainbow), Commands::none()))
-        })
-    };
-    while host
-        .router()
-        .agent_route(&agent)?
-        .production()
-        .map(|d| d.as_str())
-        != Some("chat-v2")
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut events = host.events();
+    let v2 = DeployRequest::builder(agent.clone(), module(CHAT_V2))
+        .label("v2")
+        .rollout(RolloutSpec::from_yaml(RAINBOW)?);
+    let v2 = block_on(host.deploy(v2.build()))?;
+    // New sessions go to v2 once the host reports it promoted.
+    block_on(async {
+        while let Some(event) = events.next().await {
+            let event = event.event;
+            if event.deployment_id == v2.deployment.id && matches!(event.kind, EventKind::Promoted)
+            {
+                break;
+            }
+        }
+    });
     let fresh = SessionId::new("new-session")?;
-    let fresh_version = say(&host, &fresh, "Hello!")?;
-    let still = say(&host, &old, "Somewhere warm, please.")?;
+    let fresh_on = say(&host, &agent, &fresh, "Hello!")?;
+    let still_on = say(&host, &agent, &old, "Somewhere warm, please.")?;
     println!("The old session ends; v1 can retire:");
-    say(&host, &old, "Thanks, bye.")?;
+    say(&host, &agent, &old, "Thanks, bye.")?;
     host.end_session(&agent, &old);
-    let report = rollout
-        .join()
-        .map_err(|_| "the rollout thread panicked")??;
-    futures::executor::block_on(host.reap());
+    let report = block_on(v2.rollout.wait())?;
+    let v1_state = block_on(host.get(&agent, &v1.deployment.id))?.state;
     println!(
-        "chat v2: {}; the old session stayed on {first} ({still}), the new one started on {fresh_version}",
+        "chat v2: {}; the old session stayed on {first} ({still_on}), the new one started on \
+         {fresh_on}; chat v1 is {v1_state}",
         report.outcome.as_str()
     );
-    if first != still || fresh_version != "v2" || report.outcome.as_str() != "promoted" {
+    if first != v1.deployment.id
+        || still_on != first
+        || fresh_on != v2.deployment.id
+        || report.outcome.as_str() != "promoted"
+    {
         return Err("sessions did not stay on their versions".into());
     }
     Ok(())

@@ -58,6 +58,49 @@ pub struct Deployment {
     pub expires_at: Option<Timestamp>,
 }
 
+/// Whether an agent keeps state per session: a property of the agent, set by its first
+/// deployment. A `Sessions` agent pins every session to the version that served its first
+/// message from that first deployment on, and runs one instance per session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    /// Every message stands alone; instances are pooled.
+    #[default]
+    Stateless,
+    /// One instance per session; sessions stay on the version that started them.
+    Sessions,
+}
+
+impl SessionMode {
+    /// `stateless` or `sessions`, as the deployment API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionMode::Stateless => "stateless",
+            SessionMode::Sessions => "sessions",
+        }
+    }
+}
+
+impl std::fmt::Display for SessionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SessionMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "stateless" => Ok(SessionMode::Stateless),
+            "sessions" => Ok(SessionMode::Sessions),
+            other => Err(format!(
+                "session mode {other:?}: expected `stateless` or `sessions`"
+            )),
+        }
+    }
+}
+
 /// The metadata label holding a deployment's label for people (`v2`).
 pub const LABEL_KEY: &str = "caxton.label";
 

@@ -77,7 +77,9 @@ pub use artifact::{
 };
 pub use audit::{AuditAction, AuditEvent};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use deployment::{Deployment, DeploymentMetadata, NewDeployment, NewDeploymentBuilder};
+pub use deployment::{
+    Deployment, DeploymentMetadata, NewDeployment, NewDeploymentBuilder, SessionMode,
+};
 pub use id::{AgentId, DeploymentId, IdError, IdKind, SessionId};
 pub use lifecycle::{IllegalTransition, LifecycleEvent, LifecycleState};
 pub use metrics::{InMemoryMetrics, MetricWindow, MetricsError, MetricsSource, Observation};

@@ -7,36 +7,8 @@ use std::sync::Arc;
 use caxton_core::{AgentId, DeploymentId, ModelLayer};
 use caxton_strategies::RolloutSpec;
 use caxton_validate::ContractTest;
-use serde::{Deserialize, Serialize};
 
-/// Whether an agent keeps state per session. A property of the agent, set by its first
-/// deployment: a `Sessions` agent pins every session to the version that served its first
-/// message from that first deployment on, and its instances keep state per session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionMode {
-    /// Every message stands alone; instances are pooled.
-    #[default]
-    Stateless,
-    /// One instance per session; sessions stay on the version that started them.
-    Sessions,
-}
-
-impl SessionMode {
-    /// `stateless` or `sessions`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionMode::Stateless => "stateless",
-            SessionMode::Sessions => "sessions",
-        }
-    }
-}
-
-impl fmt::Display for SessionMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use caxton_core::SessionMode;
 
 /// Where the module of a deployment comes from.
 #[derive(Clone, PartialEq, Eq)]

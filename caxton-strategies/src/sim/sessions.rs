@@ -1,8 +1,6 @@
 //! The simulated session population: how sessions arrive and last, where they are
 //! pinned, and how pinned sessions move when their deployment goes away.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use caxton_core::{AgentId, DeploymentId, Timestamp};
@@ -12,48 +10,10 @@ use rand_distr::{Distribution, Exp};
 
 use super::traffic::TrafficState;
 
-/// Whether an agent keeps state per session. It is a property of the agent, not of a
-/// rollout: a sessions agent has session affinity on from its first deployment, so every
-/// session stays on the version that served its first message; a stateless agent's
-/// messages follow the split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum SessionMode {
-    /// Messages follow the split; nothing is pinned unless a rollout turns affinity on.
-    #[default]
-    Stateless,
-    /// Session affinity is on from the agent's first deployment.
-    Sessions,
-}
-
-impl SessionMode {
-    /// `stateless` or `sessions`, as the deployment API writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionMode::Stateless => "stateless",
-            SessionMode::Sessions => "sessions",
-        }
-    }
-}
-
-impl fmt::Display for SessionMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SessionMode {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.trim() {
-            "stateless" => Ok(SessionMode::Stateless),
-            "sessions" => Ok(SessionMode::Sessions),
-            other => Err(format!(
-                "session mode {other:?}: expected `stateless` or `sessions`"
-            )),
-        }
-    }
-}
+/// Whether an agent keeps state per session (core's type): a sessions agent has session
+/// affinity on from its first deployment, so every session stays on the version that
+/// served its first message; a stateless agent's messages follow the split.
+pub use caxton_core::SessionMode;
 
 /// How simulated sessions arrive and last. Sessions matter once session affinity is on:
 /// then each is pinned to the deployment that served its first message after affinity

@@ -46,8 +46,7 @@ fn validate(c: &mut Criterion) {
         "the small agent is accepted"
     );
     let processor = ValidationInput::new(
-        ModuleSource::from_path(&repo("caxton-cli/samples/processor_v1.wasm"))
-            .expect("processor"),
+        ModuleSource::from_path(&repo("caxton-cli/samples/processor_v1.wasm")).expect("processor"),
     )
     .contract_tests(
         ContractTest::from_file(&repo("examples/agents/processor/contract_tests.json"))

@@ -543,10 +543,10 @@ impl Inner {
             let _ = self.router.close_drain(deployment);
             let _ = self.router.retire(deployment);
         }
-        if self.loaded.remove(deployment).is_some() || self.runtime.health(deployment).is_some() {
-            if let Err(error) = self.runtime.unload(deployment) {
-                tracing::debug!(%error, deployment_id = %deployment, "unload");
-            }
+        let was_loaded =
+            self.loaded.remove(deployment).is_some() || self.runtime.health(deployment).is_some();
+        if was_loaded && let Err(error) = self.runtime.unload(deployment) {
+            tracing::debug!(%error, deployment_id = %deployment, "unload");
         }
     }
 

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{self, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -142,14 +142,22 @@ impl AgentCell {
 
     /// Call before inserting a pin. The store comes first, so whoever sees the pin (through
     /// the map's lock, or anything that orders after the insert) also sees the mark.
+    ///
+    /// The fence pairs with the one in [`may_have_pins`](Self::may_have_pins): a writer
+    /// that publishes a route and then finds no mark skips the pins, so a pinning thread
+    /// must then see that route when it checks the generation after inserting. Between the
+    /// two fences, either the writer sees the mark or the pinning thread sees the route.
     pub(crate) fn will_pin(&self) {
-        if !self.ever_pinned.load(Ordering::Relaxed) {
+        if !self.ever_pinned.load(Ordering::Acquire) {
             self.ever_pinned.store(true, Ordering::Release);
         }
+        atomic::fence(Ordering::SeqCst);
     }
 
-    /// Whether a pin was ever inserted; `false` means there are none.
+    /// Whether a pin was ever inserted; `false` means there are none. Writers call it after
+    /// publishing a route; see [`will_pin`](Self::will_pin) for the fence.
     pub(crate) fn may_have_pins(&self) -> bool {
+        atomic::fence(Ordering::SeqCst);
         self.ever_pinned.load(Ordering::Acquire)
     }
 
@@ -203,13 +211,17 @@ impl Deref for CellRoute {
 pub(crate) struct Pin {
     /// The deployment's arena index.
     pub(crate) entry: u32,
+    /// The generation of the route the pin was made under; with `entry`, it tells a
+    /// pinning thread whether the pin it finds is still the one it inserted.
+    pub(crate) generation: u64,
     last_seen_ms: AtomicU64,
 }
 
 impl Pin {
-    pub(crate) fn new(entry: u32, now_ms: u64) -> Self {
+    pub(crate) fn new(entry: u32, generation: u64, now_ms: u64) -> Self {
         Pin {
             entry,
+            generation,
             last_seen_ms: AtomicU64::new(now_ms),
         }
     }

@@ -338,6 +338,7 @@ impl Router {
         }
         // Pin only after the deployment admitted the message, so a pin always names a
         // deployment that served its session.
+        let generation = route.generation();
         cell.will_pin();
         match cell.pins.entry(session.clone()) {
             Entry::Occupied(mut entry) => {
@@ -351,11 +352,25 @@ impl Router {
                     entry::exit(word);
                     return Ok(None);
                 }
-                entry.insert(Pin::new(index, now_ms));
+                entry.insert(Pin::new(index, generation, now_ms));
             }
             Entry::Vacant(entry) => {
-                entry.insert(Pin::new(index, now_ms));
+                entry.insert(Pin::new(index, generation, now_ms));
             }
+        }
+        // A change published since `route` was loaded may have dropped pins already (a
+        // rollback, affinity turned off, a retirement), and its pass over the map may have
+        // gone by before this pin went in: the pin would then outlive the change. Every
+        // such change publishes first and then takes each shard's lock to drop pins, and
+        // the insert above took this shard's lock, so either that pass saw the pin, or this
+        // load sees the change (see `AgentCell::will_pin` for an agent's very first pin).
+        // On any change the pin is taken back and the message routed afresh.
+        if cell.route().load().generation() != generation {
+            cell.pins.remove_if(session, |_, pin| {
+                pin.entry == index && pin.generation == generation
+            });
+            entry::exit(word);
+            return Ok(None);
         }
         let shadow = self.enter_shadow(route.picker(), Some(session), shard, points);
         Ok(Some(RouteDecision::new(
@@ -729,9 +744,13 @@ impl Router {
             });
         }
         let index = self.running(agent, &writer, deployment)?;
+        // Under the writer lock, so no change can come between the check and the insert.
+        let generation = writer.current.generation();
         cell.will_pin();
-        cell.pins
-            .insert(session.clone(), Pin::new(index, self.now().as_millis()));
+        cell.pins.insert(
+            session.clone(),
+            Pin::new(index, generation, self.now().as_millis()),
+        );
         Ok(())
     }
 

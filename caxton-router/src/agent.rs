@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{self, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{self, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -19,6 +19,9 @@ use dashmap::DashMap;
 use crate::route::{AgentRoute, RouteSpec};
 
 pub(crate) type FastHash = foldhash::fast::RandomState;
+
+/// Fewest pins inserted for new sessions between two purges of an agent's idle pins.
+pub(crate) const PURGE_AFTER_MIN: usize = 4_096;
 
 /// Every agent of a router, by id.
 pub(crate) type AgentTable = HashMap<AgentId, Arc<AgentCell>, FastHash>;
@@ -35,6 +38,11 @@ pub(crate) struct AgentCell {
     /// that never pinned a session skips the pins altogether: asking a `DashMap` whether it
     /// is empty locks every shard, a cache miss each on a cold agent.
     ever_pinned: AtomicBool,
+    /// Pins that routing inserted for new sessions since the map was last purged.
+    inserted: AtomicUsize,
+    /// How many such inserts call for the next purge: as many as the pins the last purge
+    /// kept, and at least [`PURGE_AFTER_MIN`], so purging costs O(1) per insert amortized.
+    purge_after: AtomicUsize,
     /// Serializes the agent's writers; readers never take it.
     writer: Mutex<AgentWriter>,
 }
@@ -97,6 +105,8 @@ impl AgentCell {
             agent,
             pins: DashMap::with_hasher(FastHash::default()),
             ever_pinned: AtomicBool::new(false),
+            inserted: AtomicUsize::new(0),
+            purge_after: AtomicUsize::new(PURGE_AFTER_MIN),
             writer: Mutex::new(AgentWriter {
                 deployments: Arc::from([]),
                 history: VecDeque::new(),
@@ -159,6 +169,36 @@ impl AgentCell {
     pub(crate) fn may_have_pins(&self) -> bool {
         atomic::fence(Ordering::SeqCst);
         self.ever_pinned.load(Ordering::Acquire)
+    }
+
+    /// Counts a pin inserted for a new session; `true` when enough have been inserted since
+    /// the last purge that the caller should purge now. Only one of the callers that cross
+    /// the threshold together gets `true`.
+    pub(crate) fn inserted_pin(&self) -> bool {
+        let inserted = self.inserted.fetch_add(1, Ordering::Relaxed) + 1;
+        let due = self.purge_after.load(Ordering::Relaxed);
+        inserted >= due && self.inserted.swap(0, Ordering::Relaxed) >= due
+    }
+
+    /// Removes the pins for which `keep` is false; returns how many were removed. The next
+    /// purge falls due after as many new pins as are left (and at least
+    /// [`PURGE_AFTER_MIN`]), so the map holds at most about twice the pins the last purge
+    /// kept, or that many plus [`PURGE_AFTER_MIN`], whatever the number of sessions seen.
+    pub(crate) fn purge_pins(&self, mut keep: impl FnMut(&Pin) -> bool) -> usize {
+        if !self.may_have_pins() {
+            return 0;
+        }
+        let mut removed = 0;
+        self.pins.retain(|_, pin| {
+            let kept = keep(pin);
+            removed += usize::from(!kept);
+            kept
+        });
+        let left = self.pins.len();
+        self.inserted.store(0, Ordering::Relaxed);
+        self.purge_after
+            .store(left.max(PURGE_AFTER_MIN), Ordering::Relaxed);
+        removed
     }
 
     /// Removes the pins matching `drop_it`; returns how many of them were still live.

@@ -340,7 +340,7 @@ impl Router {
         // deployment that served its session.
         let generation = route.generation();
         cell.will_pin();
-        match cell.pins.entry(session.clone()) {
+        let new_session = match cell.pins.entry(session.clone()) {
             Entry::Occupied(mut entry) => {
                 let pin = entry.get();
                 let pinned_elsewhere = pin.entry != index
@@ -353,11 +353,13 @@ impl Router {
                     return Ok(None);
                 }
                 entry.insert(Pin::new(index, generation, now_ms));
+                false
             }
             Entry::Vacant(entry) => {
                 entry.insert(Pin::new(index, generation, now_ms));
+                true
             }
-        }
+        };
         // A change published since `route` was loaded may have dropped pins already (a
         // rollback, affinity turned off, a retirement), and its pass over the map may have
         // gone by before this pin went in: the pin would then outlive the change. Every
@@ -371,6 +373,12 @@ impl Router {
             });
             entry::exit(word);
             return Ok(None);
+        }
+        // Unique session ids would grow the map without end: every so many new pins, this
+        // message pays for a purge of the idle ones (amortized O(1) per pin; no shard lock
+        // is held here).
+        if new_session && cell.inserted_pin() {
+            self.purge_cell(cell, now_ms);
         }
         let shadow = self.enter_shadow(route.picker(), Some(session), shard, points);
         Ok(Some(RouteDecision::new(
@@ -463,22 +471,30 @@ impl Router {
         index.map(|index| self.entry(index).phase())
     }
 
-    /// Removes the pins of every agent that have idled past their agent's timeout; returns
-    /// how many were removed. Idle pins are already ignored by routing; this frees their
-    /// memory, so a host may call it now and then.
+    /// Removes the pins of every agent that have idled past their agent's timeout, or whose
+    /// deployment no longer takes their sessions; returns how many were removed.
+    ///
+    /// Routing ignores idle pins, and purges an agent's idle pins on its own as new
+    /// sessions are pinned (each time as many new pins as the last purge kept, and at
+    /// least 4,096, have been inserted), so the pin map stays within about twice the live
+    /// sessions however many unique session ids arrive. This frees the rest at once, for a
+    /// host that wants the memory back after a burst.
     pub fn purge_idle_pins(&self) -> usize {
         let now_ms = self.now().as_millis();
         let table = self.table.load_full();
-        let mut removed = 0;
-        for cell in table.values().filter(|cell| cell.may_have_pins()) {
-            let idle = cell.route().load().idle_timeout_ms();
-            let before = cell.pins.len();
-            cell.pins.retain(|_, pin| {
-                idle.is_some_and(|idle| pin.is_live(now_ms, idle)) && self.pin_holds(pin)
-            });
-            removed += before.saturating_sub(cell.pins.len());
-        }
-        removed
+        table
+            .values()
+            .map(|cell| self.purge_cell(cell, now_ms))
+            .sum()
+    }
+
+    /// Removes `cell`'s pins that idled out or whose deployment no longer takes their
+    /// sessions (all of them when affinity is off); returns how many.
+    fn purge_cell(&self, cell: &AgentCell, now_ms: u64) -> usize {
+        let idle = cell.route().load().idle_timeout_ms();
+        cell.purge_pins(|pin| {
+            idle.is_some_and(|idle| pin.is_live(now_ms, idle)) && self.pin_holds(pin)
+        })
     }
 
     // ---------------------------------------------------------------- changes
@@ -746,11 +762,15 @@ impl Router {
         let index = self.running(agent, &writer, deployment)?;
         // Under the writer lock, so no change can come between the check and the insert.
         let generation = writer.current.generation();
+        let now_ms = self.now().as_millis();
         cell.will_pin();
-        cell.pins.insert(
-            session.clone(),
-            Pin::new(index, generation, self.now().as_millis()),
-        );
+        let new_session = cell
+            .pins
+            .insert(session.clone(), Pin::new(index, generation, now_ms))
+            .is_none();
+        if new_session && cell.inserted_pin() {
+            self.purge_cell(&cell, now_ms);
+        }
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! Session pins under concurrent change: first-message pinning racing with rollbacks, with
 //! affinity switched off and on and with retirement (one exact interleaving each, held in
-//! place by a clock that stops the pinning thread), and a stress run of the rollback race.
+//! place by a clock that stops the pinning thread), and a stress run of the rollback race;
+//! and a pin map fed unique sessions, which must purge its idle pins on its own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -8,7 +9,9 @@ use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use caxton_core::{AgentId, Clock, DeploymentId, SessionAffinity, SessionId, Timestamp, Weight};
+use caxton_core::{
+    AgentId, Clock, DeploymentId, ManualClock, SessionAffinity, SessionId, Timestamp, Weight,
+};
 use caxton_router::Router;
 
 const AFFINITY: SessionAffinity = SessionAffinity {
@@ -277,5 +280,38 @@ fn a_rollback_leaves_no_pin_to_the_rolled_back_candidate() {
         "{} sessions kept a pin to a rolled-back candidate over {rounds} rollbacks, e.g. {:?}",
         stale.len(),
         &stale[..stale.len().min(5)]
+    );
+}
+
+#[test]
+fn idle_pins_of_unique_sessions_are_purged_without_a_host_asking() {
+    let clock = ManualClock::new(Timestamp::from_millis(1_000_000));
+    let router = Router::builder().clock(Arc::new(clock.clone())).build();
+    let a = agent("a");
+    router.register(&a, &dep("v1")).unwrap();
+    router.promote(&a, &dep("v1")).unwrap();
+    let idle_timeout = Duration::from_secs(1);
+    router
+        .set_session_affinity(&a, Some(SessionAffinity { idle_timeout }))
+        .unwrap();
+    // 100,000 sessions of one message each, 100 per idle timeout: at most ~100 are live at
+    // any time, and nobody calls `purge_idle_pins` while they arrive.
+    let sessions = 100_000;
+    let mut reader = router.reader();
+    for n in 0..sessions {
+        let session = SessionId::new(format!("s{n}")).unwrap();
+        if n % 2 == 0 {
+            drop(router.route(&a, Some(&session)).unwrap());
+        } else {
+            drop(reader.route(&a, Some(&session)).unwrap());
+        }
+        clock.advance(idle_timeout / 100);
+    }
+    // What is left to purge now is what the router kept of those sessions on its own: it
+    // purges after at most 4,096 new pins here, so fewer than 4,096 + 100 pins remain.
+    let left = router.purge_idle_pins();
+    assert!(
+        left <= 5_000,
+        "{left} idle pins of {sessions} one-message sessions were still held"
     );
 }

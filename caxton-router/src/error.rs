@@ -31,19 +31,13 @@ pub enum PreviewError {
         /// The agent.
         agent: AgentId,
     },
-    /// The deployment was never registered, or was retired.
+    /// The agent has no such deployment: it was never registered, was retired, or belongs
+    /// to another agent. Preview answers the same in all three cases, so a caller cannot
+    /// learn through one agent which ids another agent has.
     #[error("deployment `{deployment}` is not known to the router")]
     UnknownDeployment {
         /// The deployment.
         deployment: DeploymentId,
-    },
-    /// The deployment belongs to another agent.
-    #[error("deployment `{deployment}` does not belong to agent `{agent}`")]
-    WrongAgent {
-        /// The deployment.
-        deployment: DeploymentId,
-        /// The agent named in the request.
-        agent: AgentId,
     },
     /// The deployment is draining or drained and takes no new messages.
     #[error(
@@ -239,9 +233,6 @@ impl From<PreviewError> for TrafficError {
             PreviewError::UnknownAgent { agent } => TrafficError::UnknownAgent { agent },
             PreviewError::UnknownDeployment { deployment } => {
                 TrafficError::UnknownDeployment { deployment }
-            }
-            PreviewError::WrongAgent { deployment, agent } => {
-                TrafficError::WrongAgent { deployment, agent }
             }
             PreviewError::NotRunning { deployment, .. } => TrafficError::Draining { deployment },
         }

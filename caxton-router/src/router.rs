@@ -399,6 +399,10 @@ impl Router {
     /// Routes one message of `agent` to `deployment` explicitly (preview routing): the
     /// deployment must be a running deployment of the same agent. Pins, splits and shadows
     /// do not apply; the decision counts the message in flight like any other.
+    ///
+    /// Another agent's deployment is [`PreviewError::UnknownDeployment`], exactly as an id
+    /// that was never registered: a preview request names the agent, and must not confirm
+    /// which ids other agents have.
     pub fn route_preview(
         &self,
         agent: &AgentId,
@@ -409,16 +413,11 @@ impl Router {
             agent: agent.clone(),
         })?;
         let route = cell.route().load();
+        // Looked up among this agent's deployments only, never in the router's registry:
+        // another agent's id must read exactly like an unknown one.
         let Some(index) = route.index_of(deployment) else {
-            return Err(if self.registry().contains_key(deployment) {
-                PreviewError::WrongAgent {
-                    deployment: deployment.clone(),
-                    agent: agent.clone(),
-                }
-            } else {
-                PreviewError::UnknownDeployment {
-                    deployment: deployment.clone(),
-                }
+            return Err(PreviewError::UnknownDeployment {
+                deployment: deployment.clone(),
             });
         };
         let entry = self.entry(index);

@@ -395,6 +395,36 @@ fn shadow_is_sampled_deterministically_and_never_changes_the_primary() {
 }
 
 #[test]
+fn preview_of_another_agents_deployment_answers_as_for_an_unknown_id() {
+    let (router, a) = setup();
+    let b = agent("b");
+    router.register(&b, &dep("b1")).unwrap();
+    router.promote(&b, &dep("b1")).unwrap();
+    // Whether `b1` exists must not show through agent `a`: the error, its message and what
+    // it becomes in core are the same as for an id that was never registered.
+    let other = router.route_preview(&a, &dep("b1")).unwrap_err();
+    let unknown = router.route_preview(&a, &dep("b2")).unwrap_err();
+    assert_eq!(
+        other,
+        PreviewError::UnknownDeployment {
+            deployment: dep("b1")
+        }
+    );
+    assert_eq!(
+        other.to_string().replace("b1", "b2"),
+        unknown.to_string(),
+        "an existing id of another agent reads like an unknown one"
+    );
+    assert_eq!(
+        TrafficError::from(other),
+        TrafficError::UnknownDeployment {
+            deployment: dep("b1")
+        }
+    );
+    assert_eq!(router.in_flight(&dep("b1")), 0, "nothing was routed to it");
+}
+
+#[test]
 fn preview_reaches_a_running_deployment_of_the_same_agent_only() {
     let (router, a) = setup();
     router.register(&agent("b"), &dep("b1")).unwrap();
@@ -405,9 +435,8 @@ fn preview_reaches_a_running_deployment_of_the_same_agent_only() {
     drop(decision);
     assert_eq!(
         router.route_preview(&a, &dep("b1")).unwrap_err(),
-        PreviewError::WrongAgent {
-            deployment: dep("b1"),
-            agent: a.clone()
+        PreviewError::UnknownDeployment {
+            deployment: dep("b1")
         }
     );
     assert_eq!(

@@ -1,5 +1,6 @@
 //! Metrics as a joint: per-deployment windows of observations.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -141,9 +142,10 @@ pub struct Observation {
     /// What it cost.
     #[serde(default)]
     pub cost: f64,
-    /// Custom metrics of this message.
+    /// Custom metrics of this message. Names are usually constants, so recording one
+    /// allocates no name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub custom: Vec<(String, f64)>,
+    pub custom: Vec<(Cow<'static, str>, f64)>,
 }
 
 impl Observation {
@@ -180,7 +182,7 @@ impl Observation {
     }
 
     /// Adds a custom metric.
-    pub fn with_metric(mut self, name: impl Into<String>, value: f64) -> Self {
+    pub fn with_metric(mut self, name: impl Into<Cow<'static, str>>, value: f64) -> Self {
         self.custom.push((name.into(), value));
         self
     }
@@ -264,7 +266,11 @@ impl InMemoryMetrics {
                 sessions.insert(session);
             }
             for (name, value) in &obs.custom {
-                window.custom.entry(name.clone()).or_default().push(*value);
+                window
+                    .custom
+                    .entry(name.to_string())
+                    .or_default()
+                    .push(*value);
             }
         }
         window.sessions = sessions.len() as u64;

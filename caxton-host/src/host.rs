@@ -124,9 +124,44 @@ impl EventHub {
 }
 
 /// What the host knows of an agent.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct AgentState {
     pub(crate) sessions: SessionMode,
+    /// The agent's message metrics, registered once so a message does not build their
+    /// keys. Registered with the recorder installed when the agent was first seen.
+    pub(crate) meters: AgentMeters,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AgentMeters {
+    pub(crate) ok: metrics::Counter,
+    pub(crate) app_error: metrics::Counter,
+    pub(crate) failed: metrics::Counter,
+    pub(crate) latency: metrics::Histogram,
+}
+
+impl AgentState {
+    pub(crate) fn new(agent: &AgentId, sessions: SessionMode) -> Self {
+        let counter = |outcome: &'static str| {
+            metrics::counter!(
+                "caxton_agent_messages_total",
+                "agent" => agent.to_string(),
+                "outcome" => outcome
+            )
+        };
+        AgentState {
+            sessions,
+            meters: AgentMeters {
+                ok: counter("ok"),
+                app_error: counter("app_error"),
+                failed: counter("failed"),
+                latency: metrics::histogram!(
+                    "caxton_agent_message_duration_seconds",
+                    "agent" => agent.to_string()
+                ),
+            },
+        }
+    }
 }
 
 /// What a request deploys, worked out before anything is stored.
@@ -814,7 +849,9 @@ impl Host {
         let module = prepared.module;
         inner
             .agents
-            .insert(agent.clone(), crate::host::AgentState { sessions });
+            .entry(agent.clone())
+            .and_modify(|state| state.sessions = sessions)
+            .or_insert_with(|| AgentState::new(&agent, sessions));
 
         let (recorded_sender, recorded) = oneshot::channel();
         let sink = Arc::new(HostSink {
@@ -1006,9 +1043,7 @@ impl Host {
         inner
             .agents
             .entry(agent.clone())
-            .or_insert(crate::host::AgentState {
-                sessions: prepared.sessions,
-            });
+            .or_insert_with(|| AgentState::new(&agent, prepared.sessions));
         let created = inner.store.create(new).await?;
         let id = created.id.clone();
         inner

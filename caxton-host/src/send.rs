@@ -58,10 +58,12 @@ impl Inner {
         message: &[u8],
     ) -> Result<Delivery, SendError> {
         let deployment = decision.deployment();
-        let stateful = self
-            .agents
-            .get(agent)
+        let state = self.agents.get(agent);
+        let stateful = state
+            .as_ref()
             .is_some_and(|a| a.sessions == SessionMode::Sessions);
+        let meters = state.as_ref().map(|a| a.meters.clone());
+        drop(state);
         let runtime_session = if stateful { session } else { None };
         let result = self.runtime.handle(deployment, runtime_session, message);
         let now = self.clock.now();
@@ -73,7 +75,9 @@ impl Inner {
                     observation = observation.in_session(session.clone());
                 }
                 self.metrics.record(deployment, observation);
-                metrics::counter!("caxton_agent_messages_total", "agent" => agent.to_string(), "outcome" => "failed").increment(1);
+                if let Some(meters) = &meters {
+                    meters.failed.increment(1);
+                }
                 return Err(SendError::Agent(error));
             }
         };
@@ -88,14 +92,14 @@ impl Inner {
         }
         observation = observation.with_metric(MEMORY_METRIC, reply.stats.memory_bytes as f64);
         self.metrics.record(deployment, observation);
-        metrics::counter!(
-            "caxton_agent_messages_total",
-            "agent" => agent.to_string(),
-            "outcome" => if app_error { "app_error" } else { "ok" }
-        )
-        .increment(1);
-        metrics::histogram!("caxton_agent_message_duration_seconds", "agent" => agent.to_string())
-            .record(reply.stats.latency.as_secs_f64());
+        if let Some(meters) = &meters {
+            if app_error {
+                meters.app_error.increment(1);
+            } else {
+                meters.ok.increment(1);
+            }
+            meters.latency.record(reply.stats.latency.as_secs_f64());
+        }
         let mirrored_to = decision.shadow().cloned();
         if let Some(shadow) = &mirrored_to {
             self.shadow.offer(ShadowCopy {

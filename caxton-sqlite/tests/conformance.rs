@@ -1,0 +1,23 @@
+//! Core's conformance suites, unchanged, against a store on a fresh file.
+
+use caxton_core::{artifact, store::conformance};
+use caxton_sqlite::SqliteStore;
+use futures::executor::block_on;
+
+#[test]
+fn sqlite_store_passes_the_deployment_store_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    block_on(conformance::run_all(|| {
+        n += 1;
+        let path = dir.path().join(format!("registry-{n}.db"));
+        async move { SqliteStore::open(path).unwrap() }
+    }));
+}
+
+#[test]
+fn sqlite_store_passes_the_artifact_store_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("registry.db")).unwrap();
+    block_on(artifact::conformance::run(&store));
+}

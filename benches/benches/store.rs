@@ -1,0 +1,95 @@
+//! Registry benchmarks (`caxton-core`'s `MemoryStore` and `caxton-sqlite`).
+//!
+//! - `store/promote_memory`: one promotion on a `MemoryStore`, alternating between two
+//!   running deployments of one agent (each demotes the other, with two audit entries).
+//! - `store/promote_sqlite`: the same on a `SqliteStore` in a file of the temp dir, durable
+//!   (WAL, `synchronous = FULL`: one `fsync` of the log per promotion). Target ≤ 5 ms.
+//! - `store/list_10k`: the first page (50, soft-deleted hidden) of an agent with 10,000
+//!   deployments in a `SqliteStore`, beside 1,000 of another agent.
+//!
+//! Run with `RUST_BACKTRACE` unset.
+
+use std::hint::black_box;
+
+use caxton_core::store::conformance;
+use caxton_core::{AgentId, DeploymentId, DeploymentStore, ListQuery, MemoryStore, NewDeployment};
+use caxton_sqlite::{Durability, SqliteStore};
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::executor::block_on;
+
+/// Two running deployments of `agent`, the first one production.
+fn two_running(store: &dyn DeploymentStore, agent: &AgentId) -> [DeploymentId; 2] {
+    block_on(async {
+        let blue = conformance::create_running(store, agent, "blue").await.id;
+        let green = conformance::create_running(store, agent, "green").await.id;
+        store.promote(agent, &blue, "first").await.expect("promote");
+        [blue, green]
+    })
+}
+
+fn promote(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store");
+    let agent = AgentId::new("processor").expect("id");
+
+    let memory = MemoryStore::new();
+    let ids = two_running(&memory, &agent);
+    let mut next = 1;
+    group.bench_function("promote_memory", |b| {
+        b.iter(|| {
+            let promotion = block_on(memory.promote(&agent, &ids[next], "bench"));
+            next ^= 1;
+            black_box(promotion.expect("promote"));
+        })
+    });
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = SqliteStore::open(dir.path().join("registry.db")).expect("open");
+    let ids = two_running(&sqlite, &agent);
+    let mut next = 1;
+    group.sample_size(50);
+    group.bench_function("promote_sqlite", |b| {
+        b.iter(|| {
+            let promotion = block_on(sqlite.promote(&agent, &ids[next], "bench"));
+            next ^= 1;
+            black_box(promotion.expect("promote"));
+        })
+    });
+    group.finish();
+}
+
+fn list(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("registry.db");
+    let agent = AgentId::new("processor").expect("id");
+    let other = AgentId::new("chat").expect("id");
+    {
+        // Loading 11,000 deployments with an fsync each would take a minute; the load
+        // defers them (the listing itself does not write).
+        let loader = SqliteStore::builder(&path)
+            .durability(Durability::Deferred)
+            .open()
+            .expect("open");
+        block_on(async {
+            for i in 0..11_000 {
+                let owner = if i % 11 == 10 { &other } else { &agent };
+                let new = NewDeployment::builder(owner.clone(), conformance::version("v"))
+                    .id(DeploymentId::new(format!("d{i}")).expect("id"))
+                    .build();
+                loader.create(new).await.expect("create");
+            }
+        });
+    }
+    let sqlite = SqliteStore::open(&path).expect("open");
+    let query = ListQuery::new();
+    group.bench_function("list_10k", |b| {
+        b.iter(|| {
+            let page = block_on(sqlite.list(&agent, black_box(&query))).expect("list");
+            black_box(page);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, promote, list);
+criterion_main!(benches);

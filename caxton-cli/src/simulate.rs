@@ -44,7 +44,9 @@ impl EventSink for Timeline {
             self.printer.json(event);
             return;
         }
-        let at = HumanDuration(Duration::from_secs_f64(event.at_s.max(0.0))).to_string();
+        // Never panics on a time no duration holds (specs are bounded; this is the last guard).
+        let at = Duration::try_from_secs_f64(event.at_s.max(0.0)).unwrap_or(Duration::MAX);
+        let at = HumanDuration(at).to_string();
         for line in event.human_lines() {
             let mark = match line.mark {
                 EventMark::Done => Mark::Done,

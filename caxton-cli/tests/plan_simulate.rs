@@ -307,3 +307,39 @@ fn simulate_with_bad_metrics_exits_2_naming_the_flag_and_position() {
     ]);
     assert_could_not_run(&output, &["--candidate"]);
 }
+
+/// `u64::MAX` seconds, written as a bare number.
+const HUGE: &str = "18446744073709551615";
+
+#[test]
+fn plan_of_a_spec_with_an_endless_hold_exits_2_naming_the_path() {
+    let spec = spec_file(
+        &format!(
+            "deployment:\n  strategy: canary\n  stages:\n    - canary: {{ weight: 5%, hold: {HUGE} }}\n"
+        ),
+        ".yaml",
+    );
+    let output = caxton(&["plan", spec.path().to_str().unwrap()]);
+    assert_could_not_run(&output, &["deployment.stages[0].canary.hold", "365d"]);
+}
+
+#[test]
+fn simulate_of_a_spec_with_an_endless_interval_exits_2_naming_the_path() {
+    let spec = spec_file(
+        &format!("deployment:\n  strategy: canary\n  check_interval: {HUGE}\n"),
+        ".yaml",
+    );
+    for command in ["plan", "simulate"] {
+        let output = caxton(
+            &[
+                command,
+                spec.path().to_str().unwrap(),
+                "--baseline",
+                "error_rate=0.2%,p99=40ms,rps=50",
+                "--candidate",
+                "error_rate=0.2%,p99=40ms",
+            ][..if command == "plan" { 2 } else { 6 }],
+        );
+        assert_could_not_run(&output, &["deployment.check_interval", "365d"]);
+    }
+}

@@ -6,7 +6,7 @@ use caxton_core::Weight;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
-use crate::duration::{HumanDuration, serde_text};
+use crate::duration::{HumanDuration, MAX_DURATION, serde_text};
 use crate::judge::Judge;
 
 /// Why a strategy configuration is not valid.
@@ -42,6 +42,16 @@ pub enum ConfigError {
     ZeroDuration {
         /// Which setting.
         field: &'static str,
+    },
+    /// A duration is longer than [`MAX_DURATION`] (365 days). Specs are bounded when
+    /// parsed; this catches a configuration built in code, whose holds and extensions
+    /// would otherwise overflow when added up.
+    #[error("{field} is {value}, longer than 365d, the longest a rollout setting may be")]
+    TooLong {
+        /// Which setting.
+        field: &'static str,
+        /// The value given.
+        value: HumanDuration,
     },
     /// A number is out of its range.
     #[error("{field} is {value}; {expected}")]
@@ -117,7 +127,8 @@ impl Default for Gates {
 }
 
 impl Gates {
-    /// Checks the settings.
+    /// Checks the settings: the check interval and the pause timeout are longer than 0s,
+    /// and no duration is longer than [`MAX_DURATION`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (field, value) in [
             ("check_interval", self.check_interval),
@@ -127,7 +138,28 @@ impl Gates {
                 return Err(ConfigError::ZeroDuration { field });
             }
         }
-        Ok(())
+        at_most_max([
+            ("check_interval", self.check_interval),
+            ("max_extension", self.max_extension),
+            ("pause_timeout", self.pause_timeout),
+            ("drain_timeout", self.drain_timeout),
+        ])
+    }
+}
+
+/// The first of `durations` longer than [`MAX_DURATION`], as an error.
+fn at_most_max<const N: usize>(
+    durations: [(&'static str, Duration); N],
+) -> Result<(), ConfigError> {
+    match durations
+        .into_iter()
+        .find(|(_, value)| *value > MAX_DURATION)
+    {
+        Some((field, value)) => Err(ConfigError::TooLong {
+            field,
+            value: HumanDuration(value),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -156,12 +188,14 @@ impl CanaryStep {
 pub struct CanarySteps(Vec<CanaryStep>);
 
 impl CanarySteps {
-    /// Checks `steps`.
+    /// Checks `steps`: at least one, weights strictly increasing between 0 % and 100 %,
+    /// no hold longer than [`MAX_DURATION`].
     pub fn new(steps: Vec<CanaryStep>) -> Result<Self, ConfigError> {
         if steps.is_empty() {
             return Err(ConfigError::NoSteps);
         }
         for (index, step) in steps.iter().enumerate() {
+            at_most_max([("hold", step.hold)])?;
             if step.weight == Weight::ZERO || step.weight >= Weight::FULL {
                 return Err(ConfigError::StepWeight {
                     index,
@@ -416,6 +450,10 @@ impl RainbowConfig {
                 field: "session_idle_timeout",
             });
         }
+        at_most_max([
+            ("session_idle_timeout", self.session_idle_timeout),
+            ("forced_drain_after", self.forced_drain_after),
+        ])?;
         self.gates.validate()
     }
 }

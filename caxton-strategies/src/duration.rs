@@ -3,6 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
+/// The longest duration a rollout setting may be: 365 days. Every duration a spec gives
+/// (holds, intervals, timeouts, stage limits) is bounded by it when parsed, so the sums and
+/// conversions that plans, holds and simulations do on durations cannot overflow, and a
+/// spec that names a longer time is refused with the place it was written.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 /// Why a text is not a duration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -36,8 +42,8 @@ pub enum DurationError {
         /// The unit that was given (empty when missing).
         unit: String,
     },
-    /// The value does not fit.
-    #[error("duration {text:?} is too long")]
+    /// The value is longer than [`MAX_DURATION`] (or does not fit a number at all).
+    #[error("duration {text:?} is longer than 365d, the longest a rollout setting may be")]
     Overflow {
         /// The whole text.
         text: String,
@@ -111,8 +117,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         };
         total_ms += value * scale;
     }
-    // Ten thousand years is more than any rollout needs and keeps the arithmetic exact.
-    if !total_ms.is_finite() || total_ms > 3.2e14 {
+    // Compared in milliseconds, where every value up to the limit is exact.
+    if !total_ms.is_finite() || total_ms > MAX_DURATION.as_millis() as f64 {
         return Err(DurationError::Overflow {
             text: text.to_owned(),
         });
@@ -160,6 +166,7 @@ impl fmt::Display for HumanDuration {
 }
 
 /// Serde helpers for durations written as text (`30s`); also reads a bare number of seconds.
+/// Either way a duration longer than [`MAX_DURATION`] is an error.
 pub mod serde_text {
     use std::fmt;
     use std::time::Duration;
@@ -167,7 +174,7 @@ pub mod serde_text {
     use serde::de::{self, Visitor};
     use serde::{Deserializer, Serializer};
 
-    use super::{format_duration, parse_duration};
+    use super::{MAX_DURATION, format_duration, parse_duration};
 
     /// Writes `5m`, `30s`, `100ms`.
     pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -193,13 +200,20 @@ pub mod serde_text {
         }
 
         fn visit_u64<E: de::Error>(self, secs: u64) -> Result<Duration, E> {
+            if secs > MAX_DURATION.as_secs() {
+                return Err(E::custom(format!(
+                    "duration {secs} (a bare number is seconds) is longer than 365d, the \
+                     longest a rollout setting may be"
+                )));
+            }
             Ok(Duration::from_secs(secs))
         }
 
         fn visit_i64<E: de::Error>(self, secs: i64) -> Result<Duration, E> {
-            u64::try_from(secs)
-                .map(Duration::from_secs)
-                .map_err(|_| E::custom(format!("duration {secs} is negative")))
+            match u64::try_from(secs) {
+                Ok(secs) => self.visit_u64(secs),
+                Err(_) => Err(E::custom(format!("duration {secs} is negative"))),
+            }
         }
     }
 

@@ -25,6 +25,9 @@
 //! `pause_timeout`, `drain_timeout` and (canary and shadow) `judge: { confidence: 95%,
 //! tolerance: 10%, min_samples: 20 }` or `judge: off`.
 //! A wrong field, strategy, unit or expression is an error that names it and where it is.
+//! Durations are written `30s`, `5m`, `1h30m`, `100ms`, `2d` or as a bare number of
+//! seconds, and none may be longer than 365 days
+//! ([`MAX_DURATION`](crate::duration::MAX_DURATION)): a longer one is refused with its path.
 
 use std::fmt;
 use std::time::Duration;

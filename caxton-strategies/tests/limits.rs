@@ -1,0 +1,158 @@
+//! Limits that hold whatever a spec asks for: every duration is bounded, with an error that
+//! names where it was written.
+
+use std::time::Duration;
+
+use caxton_core::Weight;
+use caxton_strategies::config::{CanaryConfig, CanaryStep, CanarySteps, ConfigError, Gates};
+use caxton_strategies::duration::{MAX_DURATION, format_duration, parse_duration};
+use caxton_strategies::{RolloutSpec, StrategyConfig};
+use proptest::prelude::*;
+
+/// `u64::MAX`: as bare seconds it once overflowed the arithmetic of plans and holds.
+const HUGE: &str = "18446744073709551615";
+
+fn canary(fields: &str) -> String {
+    format!("deployment:\n  strategy: canary\n{fields}")
+}
+
+#[test]
+fn a_duration_beyond_a_year_is_refused_naming_its_path() {
+    let cases = [
+        (
+            canary(&format!("  check_interval: {HUGE}\n")),
+            "deployment.check_interval",
+        ),
+        (
+            canary("  check_interval: 366d\n"),
+            "deployment.check_interval",
+        ),
+        (
+            canary("  max_extension: 8761h\n"),
+            "deployment.max_extension",
+        ),
+        (
+            canary(&format!("  pause_timeout: {HUGE}\n")),
+            "deployment.pause_timeout",
+        ),
+        (
+            canary("  drain_timeout: 99999999999d\n"),
+            "deployment.drain_timeout",
+        ),
+        (
+            canary(&format!(
+                "  stages:\n    - canary: {{ weight: 5%, hold: {HUGE} }}\n"
+            )),
+            "deployment.stages[0].canary.hold",
+        ),
+        (
+            canary(&format!("  stages:\n    - validate: {HUGE}\n")),
+            "deployment.stages[0].validate",
+        ),
+        (
+            "deployment:\n  strategy: blue-green\n  stages:\n    - cleanup: 365d1ms\n".to_owned(),
+            "deployment.stages[0].cleanup",
+        ),
+        (
+            format!("deployment:\n  strategy: shadow\n  duration: {HUGE}\n"),
+            "deployment.duration",
+        ),
+        (
+            format!("deployment:\n  strategy: rainbow\n  forced_drain_after: {HUGE}\n"),
+            "deployment.forced_drain_after",
+        ),
+        (
+            "deployment:\n  strategy: rainbow\n  session_idle_timeout: 400d\n".to_owned(),
+            "deployment.session_idle_timeout",
+        ),
+    ];
+    for (yaml, path) in cases {
+        let err = RolloutSpec::from_yaml(&yaml).expect_err(&yaml);
+        assert_eq!(err.path(), Some(path), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("365d"), "the limit is named: {text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
+    let json = format!(r#"{{"deployment": {{"strategy": "canary", "check_interval": {HUGE}}}}}"#);
+    let err = RolloutSpec::from_json(&json).unwrap_err();
+    assert_eq!(err.path(), Some("deployment.check_interval"), "{err}");
+    assert!(err.to_string().contains("365d"), "{err}");
+    let err = RolloutSpec::from_compact(Some("5:400d"), None).unwrap_err();
+    assert!(err.to_string().contains("365d"), "{err}");
+}
+
+#[test]
+fn a_year_itself_is_allowed() {
+    assert_eq!(MAX_DURATION, Duration::from_secs(365 * 86_400));
+    assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+    assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+    assert!(parse_duration("365d1ms").is_err());
+    let spec = RolloutSpec::from_yaml(&canary("  check_interval: 31536000\n")).unwrap();
+    assert_eq!(spec.strategy.gates().unwrap().check_interval, MAX_DURATION);
+}
+
+#[test]
+fn a_configuration_built_in_code_is_bounded_as_well() {
+    // A hold extended by an interval near `Duration::MAX` would overflow `extended + step`.
+    let mut config = CanaryConfig::default();
+    config.gates.check_interval = Duration::MAX;
+    config.gates.max_extension = Duration::MAX;
+    let Err(err) = StrategyConfig::Canary(config).build() else {
+        panic!("a canary checking every u64::MAX seconds was built");
+    };
+    assert!(
+        matches!(
+            err,
+            ConfigError::TooLong {
+                field: "check_interval",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("365d"), "{err}");
+    for field in ["max_extension", "pause_timeout", "drain_timeout"] {
+        let mut gates = Gates::default();
+        let slot = match field {
+            "max_extension" => &mut gates.max_extension,
+            "pause_timeout" => &mut gates.pause_timeout,
+            _ => &mut gates.drain_timeout,
+        };
+        *slot = MAX_DURATION + Duration::from_millis(1);
+        assert!(
+            matches!(gates.validate(), Err(ConfigError::TooLong { field: f, .. }) if f == field),
+            "{field}"
+        );
+    }
+    let step = CanaryStep::new(Weight::from_percent(5.0).unwrap(), Duration::MAX);
+    assert!(matches!(
+        CanarySteps::new(vec![step]),
+        Err(ConfigError::TooLong { field: "hold", .. })
+    ));
+}
+
+proptest! {
+    /// Whatever the text, a duration that parses is at most a year; bare seconds too.
+    #[test]
+    fn no_parsed_duration_is_longer_than_a_year(
+        number in 0u64..u64::MAX,
+        unit in prop::sample::select(vec!["ms", "s", "m", "h", "d"]),
+        rest in prop::sample::select(vec!["", "1ms", "59s", "23h", ".5d"]),
+    ) {
+        if let Ok(duration) = parse_duration(&format!("{number}{unit}{rest}")) {
+            prop_assert!(duration <= MAX_DURATION);
+        }
+        let yaml = canary(&format!("  check_interval: {number}\n"));
+        match RolloutSpec::from_yaml(&yaml) {
+            Ok(spec) => prop_assert!(spec.strategy.gates().unwrap().check_interval <= MAX_DURATION),
+            Err(err) => prop_assert_eq!(err.path(), Some("deployment.check_interval")),
+        }
+    }
+
+    /// Every duration up to the limit, to the millisecond, is written so it reads back.
+    #[test]
+    fn durations_up_to_a_year_round_trip(ms in 0..=MAX_DURATION.as_millis() as u64) {
+        let duration = Duration::from_millis(ms);
+        prop_assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+    }
+}

@@ -3,6 +3,12 @@
 //!
 //! A condition names what makes a rollout roll back. It is checked against the
 //! candidate's [`MetricWindow`] and, when relative, the baseline's.
+//!
+//! A threshold must be a finite number the metric can reach: at most 100 % for a ratio,
+//! a day ([`MAX_LATENCY_MS`]) for a latency, 10^15 ([`MAX_PLAIN_THRESHOLD`]) for a plain
+//! number and a factor of 1000 ([`MAX_BASELINE_FACTOR`]) for a relative one. Anything
+//! else (`p99 > 1e400ms` reads as infinity) is refused, naming the condition, rather
+//! than kept as a gate that can never fire.
 
 use std::fmt;
 use std::str::FromStr;
@@ -220,6 +226,20 @@ fn round_to(value: f64, decimals: i32) -> String {
     }
     format!("{rounded}")
 }
+
+/// The highest latency threshold: a day. A message that takes longer has failed for any
+/// host, so a gate above this could never fire.
+pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
+
+/// The highest plain threshold (costs, custom metrics): beyond 10^15 an `f64` no longer
+/// holds every integer, and no per-message metric gets there.
+pub const MAX_PLAIN_THRESHOLD: f64 = 1e15;
+
+/// The highest factor of a relative threshold (`baseline * 1000`).
+pub const MAX_BASELINE_FACTOR: f64 = 1_000.0;
+
+/// The limit of a relative threshold's factor, as the parser checks it and says it.
+const FACTOR_LIMIT: (f64, &str) = (MAX_BASELINE_FACTOR, "a factor of 1000");
 
 /// How the observed value is compared with the threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -483,6 +503,21 @@ pub enum ConditionError {
         /// What was written.
         found: String,
     },
+    /// The threshold is not a finite number (`1e400ms` reads as infinity) or is beyond
+    /// anything the metric can reach, so the gate could never fire.
+    #[error("condition {input:?}, byte {position}: `{metric}` threshold {found} {reason}")]
+    OutOfRange {
+        /// The whole input.
+        input: String,
+        /// Byte offset of the threshold.
+        position: usize,
+        /// The metric.
+        metric: String,
+        /// What was written.
+        found: String,
+        /// Why it is refused and what is allowed.
+        reason: String,
+    },
     /// A custom metric name is a near miss of a built-in one, most likely a typo.
     #[error(
         "condition {input:?}, byte {position}: unknown metric `{name}`; did you mean \
@@ -506,6 +541,7 @@ impl ConditionError {
         match self {
             ConditionError::Syntax { position, .. }
             | ConditionError::WrongUnit { position, .. }
+            | ConditionError::OutOfRange { position, .. }
             | ConditionError::LooksLikeTypo { position, .. } => *position,
         }
     }
@@ -703,6 +739,35 @@ impl<'a> Parser<'a> {
         Ok(metric)
     }
 
+    /// Refuses a threshold (or factor) `written` at `position` whose value is not finite
+    /// or is above `limit`, so that a gate that could never fire is not mistaken for a
+    /// safe one.
+    fn in_range(
+        &self,
+        metric: &Metric,
+        (position, written): (usize, &str),
+        value: f64,
+        limit: (f64, &str),
+    ) -> Result<f64, ConditionError> {
+        let problem = if !value.is_finite() {
+            "is not a finite number"
+        } else if value > limit.0 {
+            "is above the limit"
+        } else {
+            return Ok(value);
+        };
+        Err(ConditionError::OutOfRange {
+            input: self.input.to_owned(),
+            position,
+            metric: metric.name().to_owned(),
+            found: format!("`{}`", written.trim_end()),
+            reason: format!(
+                "{problem}, so the gate could never fire; the most it may be is {}",
+                limit.1
+            ),
+        })
+    }
+
     fn condition(mut self) -> Result<Condition, ConditionError> {
         let metric = self.metric()?;
         let comparison = self.comparison()?;
@@ -718,9 +783,12 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn factor(&mut self) -> Result<f64, ConditionError> {
+    fn factor(&mut self, metric: &Metric) -> Result<f64, ConditionError> {
         match self.number() {
-            Some((_, factor)) if factor.is_finite() && factor >= 0.0 => Ok(factor),
+            Some((position, factor)) if factor >= 0.0 => {
+                let written = &self.input[position..self.at];
+                self.in_range(metric, (position, written), factor, FACTOR_LIMIT)
+            }
             _ => Err(self.error("a factor such as 1.5")),
         }
     }
@@ -734,7 +802,7 @@ impl<'a> Parser<'a> {
                 return Err(self.error("a number or `baseline`"));
             }
             if self.eat("*") {
-                let factor = self.factor()?;
+                let factor = self.factor(metric)?;
                 return Ok(Threshold::Relative { factor });
             }
             return Ok(Threshold::Relative { factor: 1.0 });
@@ -742,6 +810,7 @@ impl<'a> Parser<'a> {
         let Some((position, value)) = self.number() else {
             return Err(self.error("a threshold such as 1%, 100ms, 0.05 or baseline * 1.5"));
         };
+        let number_end = self.at;
         let unit = self.unit();
         if matches!(unit, Unit::None) && self.rest().starts_with(|c: char| c.is_alphabetic()) {
             return Err(self.error("a unit (%, ms, us or s), `* baseline` or the end"));
@@ -750,7 +819,9 @@ impl<'a> Parser<'a> {
             let word_start = self.at;
             match self.identifier() {
                 Some((_, "baseline")) if matches!(unit, Unit::None) => {
-                    return Ok(Threshold::Relative { factor: value });
+                    let written = &self.input[position..number_end];
+                    let factor = self.in_range(metric, (position, written), value, FACTOR_LIMIT)?;
+                    return Ok(Threshold::Relative { factor });
                 }
                 _ => {
                     self.at = word_start;
@@ -759,6 +830,14 @@ impl<'a> Parser<'a> {
             }
         }
         let written = &self.input[position..self.at];
+        let limit = match metric.quantity() {
+            Quantity::Millis => (MAX_LATENCY_MS, "86400s (a day)"),
+            Quantity::Number => (MAX_PLAIN_THRESHOLD, "1e15"),
+            // Ratios are also held to 0..=100% below, with the units they take.
+            Quantity::Ratio => (1.0, "100%"),
+        };
+        // Before the units: `1e400%` is refused for what it is, not for its unit.
+        self.in_range(metric, (position, written), value, (f64::INFINITY, limit.1))?;
         let wrong = |expected: &str| ConditionError::WrongUnit {
             input: self.input.to_owned(),
             position,
@@ -786,7 +865,12 @@ impl<'a> Parser<'a> {
                 return Err(wrong("a plain number such as 0.05 or 1e6"));
             }
         };
-        Ok(Threshold::Absolute(canonical))
+        Ok(Threshold::Absolute(self.in_range(
+            metric,
+            (position, written),
+            canonical,
+            limit,
+        )?))
     }
 }
 

@@ -1,9 +1,10 @@
-//! Limits that hold whatever a spec asks for: every duration is bounded, with an error that
-//! names where it was written.
+//! Limits that hold whatever a spec asks for: every duration and every threshold is
+//! bounded, with an error that names where it was written.
 
 use std::time::Duration;
 
 use caxton_core::Weight;
+use caxton_strategies::condition::{Condition, ConditionError};
 use caxton_strategies::config::{CanaryConfig, CanaryStep, CanarySteps, ConfigError, Gates};
 use caxton_strategies::duration::{MAX_DURATION, format_duration, parse_duration};
 use caxton_strategies::{RolloutSpec, StrategyConfig};
@@ -129,6 +130,51 @@ fn a_configuration_built_in_code_is_bounded_as_well() {
         CanarySteps::new(vec![step]),
         Err(ConfigError::TooLong { field: "hold", .. })
     ));
+}
+
+#[test]
+fn a_threshold_that_is_not_finite_or_never_reachable_is_refused_naming_the_condition() {
+    for (text, says) in [
+        ("p99 > 1e400ms", "finite"),
+        ("p99 > 1e308s", "finite"),
+        ("p99 > 86401s", "86400s"),
+        ("mean_latency >= 1e12us", "86400s"),
+        ("error_rate > 1e400%", "finite"),
+        ("fuel_per_message > 1e400", "finite"),
+        ("cost_per_session > 1e16", "1e15"),
+        ("error_rate > 1e400 * baseline", "finite"),
+        ("error_rate > baseline * 1e400", "finite"),
+        ("p99 > baseline * 1001", "factor of 1000"),
+    ] {
+        let err = text.parse::<Condition>().expect_err(text);
+        assert!(
+            matches!(err, ConditionError::OutOfRange { .. }),
+            "{text}: {err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("{text:?}")),
+            "names the condition: {message}"
+        );
+        assert!(message.contains(says), "{text}: {message}");
+    }
+    // At the limits, and what people write, still parse.
+    for text in [
+        "p99 > 86400s",
+        "p99 > 100ms",
+        "fuel_per_message > 1e6",
+        "cost_per_session > 1e15",
+        "error_rate > 100%",
+        "error_rate > baseline * 1000",
+        "p99 > 1e-400ms",
+    ] {
+        assert!(text.parse::<Condition>().is_ok(), "{text}");
+    }
+    let err = RolloutSpec::from_yaml(&canary("  rollback_on:\n    - p99 > 1e400ms\n")).unwrap_err();
+    assert_eq!(err.path(), Some("deployment.rollback_on[0]"), "{err}");
+    assert!(err.to_string().contains("p99 > 1e400ms"), "{err}");
+    let err = RolloutSpec::from_compact(None, Some("error_rate>1%,p99>1e400ms")).unwrap_err();
+    assert!(err.to_string().starts_with("--rollback-on"), "{err}");
 }
 
 proptest! {

@@ -1,5 +1,8 @@
 //! `caxton simulate SPEC --baseline METRICS --candidate METRICS [--seed N] [--json]`:
 //! runs the rollout in virtual time against synthetic metrics and prints its timeline.
+//! A spec whose rollout could take more condition checks than the simulator runs
+//! ([`MAX_SIMULATED_CHECKS`](caxton_strategies::sim::MAX_SIMULATED_CHECKS), say a 100-day
+//! hold checked every millisecond) is refused at once, exit 2, naming the fields to change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +71,10 @@ pub(crate) fn run(args: SimulateArgs) -> CommandResult {
     let spec = args.spec.load()?;
     let baseline = profile("--baseline", &args.baseline)?;
     let candidate = profile("--candidate", &args.candidate)?;
+    let strategy = spec.strategy.name().to_owned();
+    // A spec the simulator refuses (too many checks to run) is refused before any output.
+    let simulation = Simulation::new(spec, baseline, candidate).seed(args.seed);
+    simulation.check().map_err(Failure::new)?;
     let timeline = Arc::new(Timeline {
         printer: Printer::new(),
         json: args.json,
@@ -75,15 +82,14 @@ pub(crate) fn run(args: SimulateArgs) -> CommandResult {
     if !args.json {
         timeline.printer.progress(&format!(
             "Simulating {} from {} in virtual time (seed {}): baseline {}; candidate {}",
-            spec.strategy.name(),
+            strategy,
             args.spec.describe(),
             args.seed,
             args.baseline,
             args.candidate
         ));
     }
-    let report = Simulation::new(spec, baseline, candidate)
-        .seed(args.seed)
+    let report = simulation
         .run_blocking(Some(timeline.clone()))
         .map_err(Failure::new)?;
     timeline.printer.finish()?;

@@ -2,7 +2,8 @@
 //! codes, its standard output and its one-line errors.
 
 use std::io::Write;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -342,4 +343,37 @@ fn simulate_of_a_spec_with_an_endless_interval_exits_2_naming_the_path() {
         );
         assert_could_not_run(&output, &["deployment.check_interval", "365d"]);
     }
+}
+
+#[test]
+fn simulate_of_a_spec_too_long_to_simulate_exits_2_at_once_naming_the_fields() {
+    // Checked every millisecond for 100 days: billions of checks, hours of work.
+    let spec = spec_file(
+        "deployment:\n  strategy: canary\n  stages:\n    - canary: { weight: 5%, hold: 100d }\n  \
+         check_interval: 1ms\n",
+        ".yaml",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caxton"))
+        .args([
+            "simulate",
+            spec.path().to_str().unwrap(),
+            "--baseline",
+            "error_rate=0.2%,p99=40ms,rps=50",
+            "--candidate",
+            "error_rate=0.2%,p99=40ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("caxton simulate still ran after 20s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_could_not_run(&output, &["check_interval", "hold", "100000"]);
 }

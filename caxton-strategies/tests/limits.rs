@@ -1,5 +1,6 @@
 //! Limits that hold whatever a spec asks for: every duration and every threshold is
-//! bounded, with an error that names where it was written.
+//! bounded, with an error that names where it was written, and a simulation refuses a
+//! spec that would take it too many condition checks.
 
 use std::time::Duration;
 
@@ -175,6 +176,63 @@ fn a_threshold_that_is_not_finite_or_never_reachable_is_refused_naming_the_condi
     assert!(err.to_string().contains("p99 > 1e400ms"), "{err}");
     let err = RolloutSpec::from_compact(None, Some("error_rate>1%,p99>1e400ms")).unwrap_err();
     assert!(err.to_string().starts_with("--rollback-on"), "{err}");
+}
+
+/// Runs `spec` through the simulator on another thread; `None` if it is still running
+/// after `limit` (the thread is left behind: the test fails anyway).
+#[cfg(feature = "sim")]
+fn simulate_within(
+    spec: RolloutSpec,
+    limit: std::time::Duration,
+) -> Option<Result<caxton_strategies::RolloutReport, caxton_strategies::sim::SimulationError>> {
+    use caxton_strategies::sim::Simulation;
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let simulation = Simulation::new(
+            spec,
+            "error_rate=0.2%,p99=40ms,rps=50".parse().unwrap(),
+            "error_rate=0.2%,p99=40ms".parse().unwrap(),
+        );
+        let _ = done.send(simulation.run_blocking(None));
+    });
+    result.recv_timeout(limit).ok()
+}
+
+#[cfg(feature = "sim")]
+#[test]
+fn a_simulation_that_would_run_a_billion_checks_is_refused_at_once() {
+    use caxton_strategies::sim::{MAX_SIMULATED_CHECKS, SimulationError};
+    // 100 days checked every millisecond: 8.64e9 checks, hours of work.
+    let spec = RolloutSpec::from_yaml(&canary(
+        "  stages:\n    - canary: { weight: 5%, hold: 100d }\n  check_interval: 1ms\n",
+    ))
+    .unwrap();
+    let result = simulate_within(spec, Duration::from_secs(10)).expect("refused in seconds");
+    let err = result.expect_err("refused");
+    assert!(
+        matches!(err, SimulationError::TooMuchWork { checks, .. } if checks > MAX_SIMULATED_CHECKS),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    for names in ["check_interval", "hold", "100000"] {
+        assert!(text.contains(names), "names {names}: {text}");
+    }
+    assert_eq!(text.lines().count(), 1, "{text}");
+}
+
+#[cfg(feature = "sim")]
+#[test]
+fn a_simulation_within_the_limit_still_runs() {
+    // Two hours checked every second: 7,200 checks, and at worst the extension and a pause.
+    let spec = RolloutSpec::from_yaml(&canary(
+        "  stages:\n    - canary: { weight: 5%, hold: 2h }\n  check_interval: 1s\n  \
+         max_extension: 10m\n  pause_timeout: 1h\n  min_requests: 10\n  judge: off\n",
+    ))
+    .unwrap();
+    let report = simulate_within(spec, Duration::from_secs(120))
+        .expect("finished")
+        .expect("ran");
+    assert_eq!(report.outcome.as_str(), "promoted");
 }
 
 proptest! {

@@ -18,6 +18,6 @@ mod sessions;
 mod traffic;
 
 pub use metrics::{ProfileError, SyntheticMetrics, SyntheticProfile};
-pub use run::{SimChecks, Simulation, SimulationError, SimulationRun};
+pub use run::{MAX_SIMULATED_CHECKS, SimChecks, Simulation, SimulationError, SimulationRun};
 pub use sessions::{MoveCause, SessionMode, SessionModel, SessionMove};
 pub use traffic::{SimTraffic, TrafficAction};

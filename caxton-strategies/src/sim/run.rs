@@ -17,6 +17,7 @@ use super::traffic::SimTraffic;
 use crate::builtin::StrategyConfig;
 use crate::config::RainbowConfig;
 use crate::driver::{CandidateChecks, Commands, DriverError, RolloutDriver, RolloutReport};
+use crate::duration::HumanDuration;
 use crate::event::EventSink;
 use crate::spec::RolloutSpec;
 use crate::strategy::{ValidationVerdict, WarmUpReport};
@@ -71,10 +72,46 @@ impl CandidateChecks for SimChecks {
     }
 }
 
+/// The most condition checks a simulation may take: 100,000, a few seconds of work in a
+/// release build.
+///
+/// A gated rollout wakes once per `check_interval` while it holds, extends, pauses or
+/// cleans up, and a simulation runs every one of those checks, with synthetic metrics for
+/// each. A spec checked every millisecond over a 100-day hold would take 8.6 × 10⁹ of
+/// them (hours), so [`Simulation::run`] works out the most a rollout could take before it
+/// starts and refuses a spec above this limit with
+/// [`SimulationError::TooMuchWork`], naming the fields to change. The bound is an upper
+/// one: every hold, every extension up to `max_extension`, and a pause up to
+/// `pause_timeout` per pause the simulation could see (one, plus one for each operator
+/// command it is given).
+pub const MAX_SIMULATED_CHECKS: u64 = 100_000;
+
 /// Why a simulation could not run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SimulationError {
+    /// The rollout could take more than [`MAX_SIMULATED_CHECKS`] condition checks.
+    #[error(
+        "simulating this rollout could take up to {checks} condition checks, one every \
+         {check_interval} (`check_interval`) over up to {span}, most of it {largest} \
+         ({largest_span}); a simulation runs at most {limit}: raise `check_interval` or \
+         shorten {largest}"
+    )]
+    TooMuchWork {
+        /// The most checks the rollout could take.
+        checks: u64,
+        /// The limit, [`MAX_SIMULATED_CHECKS`].
+        limit: u64,
+        /// How often conditions are checked.
+        check_interval: HumanDuration,
+        /// The longest the rollout could spend checking conditions.
+        span: HumanDuration,
+        /// The setting that contributes most to it, as written in a spec, e.g.
+        /// `` `hold` of canary step 1 ``.
+        largest: String,
+        /// How much it contributes.
+        largest_span: HumanDuration,
+    },
     /// The strategy's configuration is invalid.
     #[error("invalid strategy: {0}")]
     Strategy(#[from] crate::config::ConfigError),
@@ -191,6 +228,7 @@ impl Simulation {
         events: Option<Arc<dyn EventSink>>,
     ) -> Result<SimulationRun, SimulationError> {
         let strategy = self.spec.strategy.build()?;
+        self.check_work()?;
         // A fixed start keeps timelines and audit times the same from run to run.
         let clock = ManualClock::auto_advancing(Timestamp::from_millis(1_767_225_600_000));
         let clock: Arc<dyn Clock> = Arc::new(clock);
@@ -282,6 +320,78 @@ impl Simulation {
             agent,
             baseline: baseline_id,
             candidate: candidate_id,
+        })
+    }
+
+    /// Whether the simulation would run: the strategy's configuration is valid and the
+    /// rollout could take at most [`MAX_SIMULATED_CHECKS`] condition checks (see there for
+    /// the bound). [`run`](Simulation::run) checks the same first; a caller may ask before
+    /// it prints anything.
+    pub fn check(&self) -> Result<(), SimulationError> {
+        self.spec.strategy.build()?;
+        self.check_work()
+    }
+
+    /// Refuses the simulation if the rollout could take more than
+    /// [`MAX_SIMULATED_CHECKS`] condition checks.
+    fn check_work(&self) -> Result<(), SimulationError> {
+        let strategy = &self.spec.strategy;
+        let Some(gates) = strategy.gates() else {
+            // Direct: no gates, nothing checked at an interval.
+            return Ok(());
+        };
+        let pauses = 1 + self.commands.len() as u32;
+        let mut spans: Vec<(String, Duration)> = Vec::new();
+        let mut holds = |steps: Option<&crate::config::CanarySteps>| {
+            let steps = steps.map_or(&[][..], |steps| steps.steps());
+            for (index, step) in steps.iter().enumerate() {
+                spans.push((format!("`hold` of canary step {}", index + 1), step.hold));
+            }
+            steps.len() as u32
+        };
+        let (holding_stages, settle) = match strategy {
+            StrategyConfig::Canary(canary) => {
+                (holds(Some(&canary.steps)), ("`cleanup`", canary.cleanup))
+            }
+            StrategyConfig::Rainbow(rainbow) => (
+                holds(rainbow.steps.as_ref()),
+                ("`forced_drain_after`", rainbow.forced_drain_after),
+            ),
+            StrategyConfig::Shadow(shadow) => (1, ("`duration`", shadow.duration)),
+            StrategyConfig::BlueGreen(blue_green) => (0, ("`cleanup`", blue_green.cleanup)),
+            StrategyConfig::Direct(_) => return Ok(()),
+        };
+        spans.push((settle.0.to_owned(), settle.1));
+        spans.push((
+            format!("`max_extension` ({holding_stages} holds)"),
+            gates.max_extension.saturating_mul(holding_stages),
+        ));
+        spans.push((
+            format!("`pause_timeout` ({pauses} pauses)"),
+            gates.pause_timeout.saturating_mul(pauses),
+        ));
+        let span = spans.iter().fold(Duration::ZERO, |total, (_, span)| {
+            total.saturating_add(*span)
+        });
+        // One check per interval, and one more at each stage's end.
+        let interval = gates.check_interval.max(Duration::from_nanos(1));
+        let checks = u64::try_from(span.as_nanos() / interval.as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(spans.len() as u64);
+        if checks <= MAX_SIMULATED_CHECKS {
+            return Ok(());
+        }
+        let (largest, largest_span) = spans
+            .into_iter()
+            .max_by_key(|(_, span)| *span)
+            .unwrap_or_default();
+        Err(SimulationError::TooMuchWork {
+            checks,
+            limit: MAX_SIMULATED_CHECKS,
+            check_interval: HumanDuration(gates.check_interval),
+            span: HumanDuration(span),
+            largest,
+            largest_span: HumanDuration(largest_span),
         })
     }
 

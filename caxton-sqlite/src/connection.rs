@@ -475,7 +475,7 @@ fn check_header(
             .map_err(|e| open_error(path, busy, "reading the schema", e))?;
         if tables > 0 {
             return Err(foreign(format!(
-                "it holds {tables} tables or indexes and no Caxton application id"
+                "it is not empty (schema objects: {tables}) and has no Caxton application id"
             )));
         }
     } else if version < 0 {

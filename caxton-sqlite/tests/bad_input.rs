@@ -201,8 +201,8 @@ fn another_applications_database_is_refused() {
     assert_eq!(
         text(&err),
         format!(
-            "the registry file {} is an SQLite database, but not a Caxton registry: it holds \
-             1 tables or indexes and no Caxton application id",
+            "the registry file {} is an SQLite database, but not a Caxton registry: it is \
+             not empty (schema objects: 1) and has no Caxton application id",
             path.display()
         )
     );

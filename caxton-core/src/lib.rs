@@ -64,6 +64,7 @@ pub mod audit;
 pub mod clock;
 pub mod deployment;
 pub mod id;
+pub mod journal;
 pub mod lifecycle;
 pub mod metrics;
 pub mod runtime;
@@ -81,6 +82,7 @@ pub use deployment::{
     Deployment, DeploymentMetadata, NewDeployment, NewDeploymentBuilder, SessionMode,
 };
 pub use id::{AgentId, DeploymentId, IdError, IdKind, SessionId};
+pub use journal::{JournalEntry, JournalError, JournalRecord, MemoryJournal, RolloutJournal};
 pub use lifecycle::{IllegalTransition, LifecycleEvent, LifecycleState};
 pub use metrics::{InMemoryMetrics, MetricWindow, MetricsError, MetricsSource, Observation};
 pub use runtime::{AgentError, AgentHealth, AgentReply, AgentRuntime, LoadSpec, ReplyStats};

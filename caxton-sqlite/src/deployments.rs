@@ -824,6 +824,31 @@ impl DeploymentStore for SqliteStore {
             |tx| Ok(production(tx, agent)?.map(|s| s.deployment)),
         )
     }
+    async fn agents(&self) -> Result<Vec<AgentId>, ListError> {
+        const AGENTS: &str = concat!(
+            "SELECT DISTINCT agent_id FROM deployments WHERE ",
+            live!(),
+            " ORDER BY agent_id"
+        );
+        self.db.read(
+            || "listing the agents".to_owned(),
+            |tx| {
+                let mut stmt = tx.prepare_cached(AGENTS)?;
+                let names = stmt.query_map([], |row| row.get::<_, String>(0))?;
+                let mut agents = Vec::new();
+                for name in names {
+                    let name = name?;
+                    let agent = AgentId::new(&name).map_err(|e| Failure::BadRow {
+                        record: name.clone(),
+                        column: "agent_id",
+                        reason: e.to_string(),
+                    })?;
+                    agents.push(agent);
+                }
+                Ok(agents)
+            },
+        )
+    }
 }
 
 #[cfg(test)]

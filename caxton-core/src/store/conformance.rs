@@ -41,6 +41,27 @@ where
     promote_if_none_promotes_only_the_first(&make_store().await).await;
     rollback_restores_an_earlier_production(&make_store().await).await;
     concurrent_promotions_leave_one_production(&make_store().await).await;
+    agents_are_those_with_a_deployment_not_deleted(&make_store().await).await;
+}
+
+/// `agents` lists, by name, the agents with a deployment that is not soft-deleted.
+pub async fn agents_are_those_with_a_deployment_not_deleted(store: &dyn DeploymentStore) {
+    assert!(
+        store.agents().await.unwrap().is_empty(),
+        "a new store has no agents"
+    );
+    create_running(store, &agent("zeta"), "zeta-v1").await;
+    create_running(store, &agent("alpha"), "alpha-v1").await;
+    let gone = create_running(store, &agent("gone"), "gone-v1").await;
+    store
+        .soft_delete(&agent("gone"), &gone.id, Duration::from_secs(60), "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.agents().await.unwrap(),
+        [agent("alpha"), agent("zeta")],
+        "sorted by name; an agent whose only deployment is deleted is not listed"
+    );
 }
 
 /// A version whose code layer is made from `seed`.

@@ -578,6 +578,24 @@ impl DeploymentStore for MemoryStore {
             .and_then(|a| a.production.as_ref())
             .and_then(|id| registry.snapshot(id)))
     }
+    async fn agents(&self) -> Result<Vec<AgentId>, ListError> {
+        let registry = self.registry();
+        let mut agents: Vec<AgentId> = registry
+            .agents
+            .iter()
+            .filter(|(_, record)| {
+                record.order.iter().any(|id| {
+                    registry
+                        .records
+                        .get(id)
+                        .is_some_and(|r| r.deployment.expires_at.is_none())
+                })
+            })
+            .map(|(agent, _)| agent.clone())
+            .collect();
+        agents.sort();
+        Ok(agents)
+    }
 }
 
 #[cfg(test)]

@@ -218,6 +218,10 @@ pub trait DeploymentStore: Send + Sync {
 
     /// The agent's production deployment, if any.
     async fn production(&self, agent: &AgentId) -> Result<Option<Deployment>, GetError>;
+
+    /// Every agent with at least one deployment that is not soft-deleted, by name: what a
+    /// restarted host rebuilds.
+    async fn agents(&self) -> Result<Vec<AgentId>, ListError>;
 }
 
 /// Why a deployment could not be created.

@@ -5,7 +5,7 @@
 //! exit code of the command-line contract (`docs/architecture.md`) with [`exit`].
 
 use std::fmt::Display;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -148,14 +148,45 @@ impl Printer {
     }
 }
 
-/// Reads a text file, or standard input for `-`.
-pub(crate) fn read_text(path: &Path) -> Result<String, Failure> {
-    if path == Path::new("-") {
-        return io::read_to_string(io::stdin())
-            .map_err(|e| Failure::new(format!("cannot read standard input: {e}")));
+/// The largest rollout spec or policy file the command reads: 1 MiB, thousands of times
+/// what one needs.
+pub(crate) const MAX_TEXT_BYTES: u64 = 1024 * 1024;
+
+/// Reads a text file of at most `limit` bytes, or standard input for `-`. A regular file's
+/// size is checked before it is read; anything else (standard input, a pipe, a device) is
+/// read no further than one byte past the limit.
+pub(crate) fn read_text(path: &Path, limit: u64) -> Result<String, Failure> {
+    let (shown, reader): (String, Box<dyn Read>) = if path == Path::new("-") {
+        ("standard input".to_owned(), Box::new(io::stdin()))
+    } else {
+        let shown = path.display().to_string();
+        let cannot = |e: io::Error| Failure::new(format!("cannot read {shown}: {e}"));
+        let file = std::fs::File::open(path).map_err(cannot)?;
+        if file.metadata().map_err(cannot)?.len() > limit {
+            return Err(too_large(&shown, limit));
+        }
+        (shown, Box::new(file))
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::new(format!("cannot read {shown}: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(&shown, limit));
     }
-    std::fs::read_to_string(path)
-        .map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))
+    String::from_utf8(bytes).map_err(|e| {
+        Failure::new(format!(
+            "cannot read {shown}: not UTF-8 text (at byte {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+fn too_large(shown: &str, limit: u64) -> Failure {
+    Failure::new(format!(
+        "{shown}: larger than {limit} bytes, the most this command reads from one file"
+    ))
 }
 
 #[cfg(test)]
@@ -166,6 +197,24 @@ mod tests {
     fn a_failure_keeps_one_line() {
         let failure = Failure::new("first line\nsecond line");
         assert_eq!(failure.reason(), "first line");
+    }
+
+    #[test]
+    fn text_is_read_up_to_the_limit_and_no_further() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.yaml");
+        std::fs::write(&path, "0123456789").unwrap();
+        assert_eq!(read_text(&path, 10).unwrap(), "0123456789");
+        let err = read_text(&path, 9).unwrap_err();
+        assert!(err.reason().contains("spec.yaml"), "{err:?}");
+        assert!(err.reason().contains("larger than 9 bytes"), "{err:?}");
+        #[cfg(unix)]
+        {
+            let err = read_text(Path::new("/dev/zero"), 4096).unwrap_err();
+            assert!(err.reason().contains("larger than 4096 bytes"), "{err:?}");
+        }
+        std::fs::write(&path, b"\xff").unwrap();
+        assert!(read_text(&path, 10).unwrap_err().reason().contains("UTF-8"));
     }
 
     #[test]

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use caxton_strategies::{Plan, RolloutSpec};
 use clap::Args;
 
-use crate::output::{CommandResult, Failure, Printer, Verdict, read_text};
+use crate::output::{CommandResult, Failure, MAX_TEXT_BYTES, Printer, Verdict, read_text};
 
 /// Where a rollout spec comes from: a file, the compact flags, or both (the flags win).
 #[derive(Debug, Args)]
 pub(crate) struct SpecArgs {
-    /// Rollout spec, YAML or JSON (`-` reads standard input). Without it, a canary is
-    /// built from --canary-stages and --rollback-on.
+    /// Rollout spec, YAML or JSON, at most 1 MiB (`-` reads standard input). Without it, a
+    /// canary is built from --canary-stages and --rollback-on.
     #[arg(value_name = "SPEC")]
     spec: Option<PathBuf>,
     /// Canary steps as `weight:hold,…`, e.g. "5:5m,25:10m,50:10m".
@@ -26,7 +26,7 @@ impl SpecArgs {
     /// The spec the arguments describe.
     pub(crate) fn load(&self) -> Result<RolloutSpec, Failure> {
         let spec = match &self.spec {
-            Some(path) => parse(path, &read_text(path)?)?,
+            Some(path) => parse(path, &read_text(path, MAX_TEXT_BYTES)?)?,
             None if self.canary_stages.is_none() && self.rollback_on.is_none() => {
                 return Err(Failure::new(
                     "no rollout spec: give a SPEC file, or --canary-stages and/or --rollback-on",

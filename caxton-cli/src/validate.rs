@@ -1,13 +1,19 @@
 //! `caxton validate MODULE [--previous MODULE] [--contract-tests FILE] [--policy FILE] [--json]`
+//!
+//! Every file is held to a size limit before it is read (and read no further than one
+//! byte past it, should it be a pipe or a device): a module binary to the policy's
+//! `max_module_bytes` (32 MiB by default), `.wat` text to four times that, contract tests
+//! to 16 MiB, a policy to 1 MiB. A larger file is exit 2, naming the file and the limit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use caxton_validate::policy::PolicyError;
 use caxton_validate::report::{Severity, StageStatus};
 use caxton_validate::{
     ContractTest, ModuleSource, Pipeline, Policy, ValidationInput, ValidationReport,
 };
 
-use crate::output::{CommandResult, Failure, Mark, Printer, Verdict};
+use crate::output::{CommandResult, Failure, MAX_TEXT_BYTES, Mark, Printer, Verdict, read_text};
 
 /// Arguments of `caxton validate`.
 #[derive(Debug, clap::Args)]
@@ -29,18 +35,22 @@ pub(crate) struct ValidateArgs {
 }
 
 pub(crate) fn run(args: ValidateArgs) -> CommandResult {
-    let module = ModuleSource::from_path(&args.module).map_err(Failure::new)?;
-    let mut input = ValidationInput::new(module);
+    // The policy first: its `max_module_bytes` bounds what is read of the modules, so a
+    // file too large to validate is refused before it is read, not after.
+    let policy = match &args.policy {
+        Some(path) => read_policy(path)?,
+        None => Policy::default(),
+    };
+    let read_module = |path: &Path| {
+        ModuleSource::from_path_with_limit(path, policy.max_module_bytes).map_err(Failure::new)
+    };
+    let mut input = ValidationInput::new(read_module(&args.module)?);
     if let Some(previous) = &args.previous {
-        input = input.previous(ModuleSource::from_path(previous).map_err(Failure::new)?);
+        input = input.previous(read_module(previous)?);
     }
     if let Some(tests) = &args.contract_tests {
         input = input.contract_tests(ContractTest::from_file(tests).map_err(Failure::new)?);
     }
-    let policy = match &args.policy {
-        Some(path) => Policy::from_file(path).map_err(Failure::new)?,
-        None => Policy::default(),
-    };
     let pipeline = Pipeline::new(policy).map_err(Failure::new)?;
     let report = pipeline.validate(&input);
     let printer = Printer::new();
@@ -54,6 +64,27 @@ pub(crate) fn run(args: ValidateArgs) -> CommandResult {
         Verdict::Positive
     } else {
         Verdict::Negative
+    })
+}
+
+/// Reads a policy file of at most [`MAX_TEXT_BYTES`]: YAML when its name ends in `.yaml`
+/// or `.yml`, JSON otherwise, as [`Policy::from_file`] does.
+fn read_policy(path: &Path) -> Result<Policy, Failure> {
+    let text = read_text(path, MAX_TEXT_BYTES)?;
+    let yaml = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    let parsed = if yaml {
+        Policy::from_yaml(&text)
+    } else {
+        Policy::from_json(&text)
+    };
+    parsed.map_err(|message| {
+        Failure::new(PolicyError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
     })
 }
 

@@ -377,3 +377,31 @@ fn simulate_of_a_spec_too_long_to_simulate_exits_2_at_once_naming_the_fields() {
     let output = child.wait_with_output().unwrap();
     assert_could_not_run(&output, &["check_interval", "hold", "100000"]);
 }
+
+#[test]
+fn a_spec_over_the_size_limit_exits_2_naming_the_path_and_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.yaml");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(1024 * 1024 + 1)
+        .unwrap();
+    let output = caxton(&["plan", path.to_str().unwrap()]);
+    assert_could_not_run(&output, &["huge.yaml", "1048576 bytes"]);
+    // Standard input is read no further than the limit either.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caxton"))
+        .args(["plan", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        // Ends with a broken pipe once caxton stops reading; that is the point.
+        let _ = stdin.write_all(&vec![b'#'; 2 * 1024 * 1024]);
+    });
+    let output = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert_could_not_run(&output, &["standard input", "1048576 bytes"]);
+}

@@ -146,29 +146,19 @@ fn a_rejected_module_exits_1_with_its_findings() {
 fn bad_modules_are_rejected_with_a_clear_finding() {
     let dir = tempfile::tempdir().unwrap();
     let good = wat::parse_str(ECHO_WAT).unwrap();
-    let policy = file_with(&dir, "policy.json", br#"{"max_module_bytes": 64}"#);
-    for (name, bytes, code, policy) in [
-        ("empty.wasm", Vec::new(), "empty_module", None),
-        ("text.wasm", b"hello world".to_vec(), "not_wasm", None),
+    // A module over the policy's `max_module_bytes` is not read at all: see
+    // `a_module_over_the_size_limit_exits_2_naming_the_path_and_the_limit`.
+    for (name, bytes, code) in [
+        ("empty.wasm", Vec::new(), "empty_module"),
+        ("text.wasm", b"hello world".to_vec(), "not_wasm"),
         (
             "truncated.wasm",
             good[..good.len() - 5].to_vec(),
             "invalid_wasm",
-            None,
-        ),
-        (
-            "large.wasm",
-            good.clone(),
-            "module_too_large",
-            Some(policy.as_str()),
         ),
     ] {
         let path = file_with(&dir, name, &bytes);
-        let mut args = vec!["validate", path.as_str()];
-        if let Some(policy) = policy {
-            args.extend(["--policy", policy]);
-        }
-        let output = caxton(&args);
+        let output = caxton(&["validate", path.as_str()]);
         assert_eq!(output.status.code(), Some(1), "{name}: {}", stderr(&output));
         let text = stdout(&output);
         assert!(text.contains(&format!("[{code}]")), "{name}: {text}");
@@ -211,4 +201,59 @@ fn unreadable_input_exits_2_with_one_line() {
         &["previous.wasm"],
     );
     assert_could_not_run(&caxton(&["validate"]), &["MODULE"]);
+}
+
+/// A file of `len` zero bytes that takes no disk space.
+fn sparse_file(dir: &tempfile::TempDir, name: &str, len: u64) -> String {
+    let path = dir.path().join(name);
+    std::fs::File::create(&path).unwrap().set_len(len).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_module_over_the_size_limit_exits_2_naming_the_path_and_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = file_with(&dir, "small.json", br#"{"max_module_bytes": 1024}"#);
+    // A binary over the policy's limit is refused before it is read, not as a finding.
+    let mut binary = b"\0asm\x01\0\0\0".to_vec();
+    binary.resize(2_000, 0);
+    let big = file_with(&dir, "big.wasm", &binary);
+    assert_could_not_run(
+        &caxton(&["validate", &big, "--policy", &policy]),
+        &["big.wasm", "1024 bytes"],
+    );
+    let small = file_with(&dir, "echo.wat", ECHO_WAT.as_bytes());
+    assert_could_not_run(
+        &caxton(&["validate", &small, "--previous", &big, "--policy", &policy]),
+        &["big.wasm", "1024 bytes"],
+    );
+    // Text may be four times the binary limit: a valid module padded past that is refused.
+    let padded = format!("{ECHO_WAT}\n;; {}\n", "x".repeat(4_096));
+    let wat = file_with(&dir, "padded.wat", padded.as_bytes());
+    assert_could_not_run(
+        &caxton(&["validate", &wat, "--policy", &policy]),
+        &["padded.wat", "4096 bytes"],
+    );
+    // Without a policy, the default limit (32 MiB) holds.
+    let huge = sparse_file(&dir, "huge.wasm", 32 * 1024 * 1024 + 1);
+    assert_could_not_run(
+        &caxton(&["validate", &huge]),
+        &["huge.wasm", "33554432 bytes"],
+    );
+}
+
+#[test]
+fn contract_tests_and_policies_over_the_size_limit_exit_2_naming_the_path_and_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = file_with(&dir, "echo.wat", ECHO_WAT.as_bytes());
+    let vectors = sparse_file(&dir, "vectors.json", 16 * 1024 * 1024 + 1);
+    assert_could_not_run(
+        &caxton(&["validate", &good, "--contract-tests", &vectors]),
+        &["vectors.json", "16777216 bytes"],
+    );
+    let policy = sparse_file(&dir, "policy.yaml", 1024 * 1024 + 1);
+    assert_could_not_run(
+        &caxton(&["validate", &good, "--policy", &policy]),
+        &["policy.yaml", "1048576 bytes"],
+    );
 }

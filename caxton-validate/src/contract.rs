@@ -58,6 +58,10 @@ pub struct ContractTest {
     pub expect: Expectation,
 }
 
+/// The largest contract test file [`ContractTest::from_file`] reads: 16 MiB, far above
+/// any set of test vectors, and checked before the file is read.
+pub const MAX_CONTRACT_TESTS_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Why a test vector file could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -70,6 +74,16 @@ pub enum VectorsError {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_CONTRACT_TESTS_BYTES`].
+    #[error(
+        "contract tests {path}: larger than {limit} bytes, the most a contract test file may be"
+    )]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// The limit, in bytes.
+        limit: u64,
     },
     /// The file is not a JSON array of test vectors.
     #[error("contract tests {path} are not valid: {message}")]
@@ -87,12 +101,24 @@ impl ContractTest {
         serde_json::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// Reads a JSON file of test vectors.
+    /// Reads a JSON file of test vectors, of at most [`MAX_CONTRACT_TESTS_BYTES`].
     pub fn from_file(path: &Path) -> Result<Vec<ContractTest>, VectorsError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| VectorsError::Read {
+        let read_error = |source| VectorsError::Read {
             path: shown.clone(),
             source,
+        };
+        let bytes = crate::input::read_at_most(path, MAX_CONTRACT_TESTS_BYTES)
+            .map_err(read_error)?
+            .ok_or_else(|| VectorsError::TooLarge {
+                path: shown.clone(),
+                limit: MAX_CONTRACT_TESTS_BYTES,
+            })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            read_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.utf8_error(),
+            ))
         })?;
         ContractTest::parse_all(&text).map_err(|message| VectorsError::Parse {
             path: shown,

@@ -1,9 +1,19 @@
 //! What the pipeline validates: module bytes read from `.wasm` or `.wat` input.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
 use caxton_core::Digest;
+
+/// The largest module binary [`ModuleSource::from_path`] reads: the default policy's
+/// `max_module_bytes`, 32 MiB. [`ModuleSource::from_path_with_limit`] takes another.
+pub const DEFAULT_MAX_MODULE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How many times the binary limit a `.wat` file may be: text spells every data byte
+/// with up to three characters (`\00`) and carries names, layout and comments.
+pub const WAT_TEXT_FACTOR: u64 = 4;
 
 /// A module to validate: its name and its WebAssembly binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +48,17 @@ pub enum InputError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is larger than the limit, found before it was read (or, for a pipe or a
+    /// device, as soon as the limit was passed).
+    #[error("{path}: larger than {limit} bytes, the most a {what} may be")]
+    TooLarge {
+        /// The path.
+        path: String,
+        /// The limit, in bytes.
+        limit: u64,
+        /// What the file was read as: `module binary` or `WebAssembly text file`.
+        what: &'static str,
+    },
     /// The WebAssembly text does not parse; the message has the line and column.
     #[error("{path}: invalid WebAssembly text: {message}")]
     Wat {
@@ -71,9 +92,18 @@ impl ModuleSource {
         Ok(ModuleSource::from_bytes(name, bytes))
     }
 
-    /// Reads a `.wasm` or `.wat` file. A file ending in `.wat` (or starting with text
-    /// rather than the binary magic) is parsed as WebAssembly text.
+    /// Reads a `.wasm` or `.wat` file of at most [`DEFAULT_MAX_MODULE_BYTES`] (text:
+    /// [`WAT_TEXT_FACTOR`] times that). A file ending in `.wat` is parsed as WebAssembly
+    /// text.
     pub fn from_path(path: &Path) -> Result<Self, InputError> {
+        ModuleSource::from_path_with_limit(path, DEFAULT_MAX_MODULE_BYTES)
+    }
+
+    /// Reads a `.wasm` file of at most `max_module_bytes`, or a `.wat` file of at most
+    /// [`WAT_TEXT_FACTOR`] times that, parsed as WebAssembly text. The size is checked
+    /// before anything is read, and reading stops one byte past the limit, so a huge file,
+    /// a device such as `/dev/zero` or an endless pipe costs no more than the limit.
+    pub fn from_path_with_limit(path: &Path, max_module_bytes: u64) -> Result<Self, InputError> {
         let shown = path.display().to_string();
         let metadata = std::fs::metadata(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => InputError::Missing {
@@ -87,14 +117,28 @@ impl ModuleSource {
         if metadata.is_dir() {
             return Err(InputError::Directory { path: shown });
         }
-        let bytes = std::fs::read(path).map_err(|source| InputError::Read {
-            path: shown.clone(),
-            source,
-        })?;
         let is_wat_name = path
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("wat"));
+        let (limit, what) = if is_wat_name {
+            (
+                max_module_bytes.saturating_mul(WAT_TEXT_FACTOR),
+                "WebAssembly text file",
+            )
+        } else {
+            (max_module_bytes, "module binary")
+        };
+        let bytes = read_at_most(path, limit)
+            .map_err(|source| InputError::Read {
+                path: shown.clone(),
+                source,
+            })?
+            .ok_or_else(|| InputError::TooLarge {
+                path: shown.clone(),
+                limit,
+                what,
+            })?;
         if is_wat_name {
             let text = String::from_utf8(bytes).map_err(|e| InputError::Wat {
                 path: shown.clone(),
@@ -122,6 +166,20 @@ impl ModuleSource {
     pub fn digest(&self) -> Digest {
         self.digest
     }
+}
+
+/// The contents of the file at `path` if it holds at most `limit` bytes, `None` if more.
+/// A regular file's size is checked before a byte is read; anything else (a pipe, a
+/// device, a file that grows meanwhile) is read no further than one byte past the limit.
+pub(crate) fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > limit {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
 }
 
 /// The parser's message renders over several lines ("… --> path:line:col", the source
@@ -175,5 +233,58 @@ mod tests {
             b"not wasm"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_over_the_limit_are_refused_before_they_are_read() {
+        let dir = std::env::temp_dir().join(format!("caxton-limit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let wasm = dir.join("big.wasm");
+        // Sparse: a file far larger than any limit, which reading would fill memory with.
+        File::create(&wasm).unwrap().set_len(1 << 40).unwrap();
+        let err = ModuleSource::from_path(&wasm).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                InputError::TooLarge {
+                    limit: DEFAULT_MAX_MODULE_BYTES,
+                    what: "module binary",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("big.wasm"), "{err}");
+        assert!(err.to_string().contains("33554432 bytes"), "{err}");
+        let wat = dir.join("m.wat");
+        std::fs::write(&wat, "(module)").unwrap();
+        assert!(
+            ModuleSource::from_path_with_limit(&wat, 2).is_ok(),
+            "8 bytes of text, 2 x 4 allowed"
+        );
+        assert!(matches!(
+            ModuleSource::from_path_with_limit(&wat, 1),
+            Err(InputError::TooLarge {
+                limit: 4,
+                what: "WebAssembly text file",
+                ..
+            })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_endless_device_is_read_no_further_than_the_limit() {
+        let zero = Path::new("/dev/zero");
+        assert!(matches!(
+            ModuleSource::from_path_with_limit(zero, 4096),
+            Err(InputError::TooLarge { limit: 4096, .. })
+        ));
+        assert_eq!(read_at_most(zero, 16).unwrap(), None);
+        assert_eq!(
+            read_at_most(Path::new("/dev/null"), 16).unwrap(),
+            Some(Vec::new())
+        );
     }
 }

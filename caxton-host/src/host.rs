@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 use caxton_core::{
     AgentId, AgentRuntime, ArtifactKind, ArtifactStore, AuditEvent, Clock, CodeLayer,
     DefaultRiskPolicy, Deployment, DeploymentId, DeploymentStore, Digest, InMemoryMetrics,
-    LifecycleEvent, LifecycleState, ListQuery, MemoryArtifactStore, MemoryStore, ModelLayer,
-    NewDeployment, PromptLayer, RiskPolicy, RollbackTarget, RolloutRecommendation, SessionAffinity,
-    SessionId, SystemClock, Timestamp, ToolsLayer, VersionTuple,
+    LifecycleEvent, LifecycleState, ListQuery, MemoryArtifactStore, MemoryJournal, MemoryStore,
+    ModelLayer, NewDeployment, PromptLayer, RiskPolicy, RollbackTarget, RolloutJournal,
+    RolloutRecommendation, SessionAffinity, SessionId, SystemClock, Timestamp, ToolsLayer,
+    VersionTuple,
 };
 use caxton_router::{ChangeError, PreviewError, RegisterError, Router};
 use caxton_strategies::config::{BlueGreenConfig, CanaryConfig, DirectConfig, RainbowConfig};
 use caxton_strategies::{
-    CandidateChecks, Command, Commands, RolloutDriver, RolloutEvent, StrategyConfig,
+    CandidateChecks, Command, Commands, DriverError, RolloutDriver, RolloutEvent, RolloutReport,
+    StrategyConfig,
 };
 use caxton_validate::{Pipeline, Policy, ValidationReport};
 use caxton_wasm::{AgentEngine, ConfigSource, EngineConfig, PoolingConfig, WasmRuntime};
@@ -185,6 +187,7 @@ pub struct Deployed {
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn DeploymentStore>,
     pub(crate) artifacts: Arc<dyn ArtifactStore>,
+    pub(crate) journal: Arc<dyn RolloutJournal>,
     pub(crate) runtime: Arc<dyn AgentRuntime>,
     pub(crate) router: Arc<Router>,
     pub(crate) pipeline: Arc<Pipeline>,
@@ -217,7 +220,7 @@ pub(crate) struct Inner {
 /// allowed (e.g. `spawn_blocking`).
 #[derive(Clone)]
 pub struct Host {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Host {
@@ -236,6 +239,7 @@ impl std::fmt::Debug for Host {
 pub struct HostBuilder {
     store: Option<Arc<dyn DeploymentStore>>,
     artifacts: Option<Arc<dyn ArtifactStore>>,
+    journal: Option<Arc<dyn RolloutJournal>>,
     runtime: Option<Arc<dyn AgentRuntime>>,
     router: Option<Arc<Router>>,
     pipeline: Option<Pipeline>,
@@ -267,6 +271,7 @@ impl Default for HostBuilder {
         HostBuilder {
             store: None,
             artifacts: None,
+            journal: None,
             runtime: None,
             router: None,
             pipeline: None,
@@ -295,6 +300,13 @@ impl HostBuilder {
     /// The artifact store (default: a [`MemoryArtifactStore`]).
     pub fn artifacts(mut self, artifacts: Arc<dyn ArtifactStore>) -> Self {
         self.artifacts = Some(artifacts);
+        self
+    }
+
+    /// The rollout journal (default: a [`MemoryJournal`]). With a durable one and a
+    /// durable store, [`Host::recover`] resumes the rollouts a stopped host was running.
+    pub fn journal(mut self, journal: Arc<dyn RolloutJournal>) -> Self {
+        self.journal = Some(journal);
         self
     }
 
@@ -426,6 +438,9 @@ impl HostBuilder {
             artifacts: self
                 .artifacts
                 .unwrap_or_else(|| Arc::new(MemoryArtifactStore::new())),
+            journal: self
+                .journal
+                .unwrap_or_else(|| Arc::new(MemoryJournal::new())),
             runtime,
             router: self
                 .router
@@ -515,6 +530,70 @@ impl Inner {
         Ok(())
     }
 
+    /// A rollout driver over the host's joints, reporting to `slot`.
+    fn driver(
+        self: &Arc<Self>,
+        slot: &Arc<RolloutSlot>,
+        checks: HostChecks,
+        recorded: Option<oneshot::Sender<()>>,
+    ) -> RolloutDriver {
+        let sink = Arc::new(HostSink {
+            inner: Arc::clone(self),
+            slot: Arc::clone(slot),
+            recorded: Mutex::new(recorded),
+        });
+        RolloutDriver::builder(
+            self.store.clone(),
+            Arc::new(HostTraffic {
+                inner: Arc::clone(self),
+            }),
+            Arc::new(self.metrics.clone()),
+            self.clock.clone(),
+            Arc::new(checks),
+        )
+        .events(sink)
+        .journal(self.journal.clone())
+        .max_duration(self.rollout_max_duration)
+        .build()
+    }
+
+    /// Runs a rollout on a thread of the host's own: `run` drives it; afterwards the
+    /// agent's retired versions are unloaded, the slot is freed and waiters are told.
+    pub(crate) fn spawn_rollout(
+        self: &Arc<Self>,
+        agent: &AgentId,
+        slot: &Arc<RolloutSlot>,
+        finish: oneshot::Sender<Result<RolloutReport, DriverError>>,
+        checks: HostChecks,
+        recorded: Option<oneshot::Sender<()>>,
+        run: impl FnOnce(&RolloutDriver) -> Result<RolloutReport, DriverError> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let driver = self.driver(slot, checks, recorded);
+        let inner = Arc::clone(self);
+        let slot = Arc::clone(slot);
+        let agent = agent.clone();
+        std::thread::Builder::new()
+            .name(format!("caxton-rollout-{agent}"))
+            .spawn(move || {
+                let result = run(&driver);
+                futures::executor::block_on(inner.reap(&agent));
+                if let Ok(report) = &result {
+                    tracing::info!(
+                        agent_id = %report.agent,
+                        deployment_id = %report.deployment,
+                        outcome = ?report.outcome,
+                        "rollout finished"
+                    );
+                }
+                // Free the slot before telling waiters, so a waiter may deploy again at once.
+                inner
+                    .rollouts
+                    .remove_if(&agent, |_, held| Arc::ptr_eq(held, &slot));
+                let _ = finish.send(result);
+            })
+            .map(|_| ())
+    }
+
     pub(crate) fn record_change(&self, change: TimedChange) {
         let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
         if changes.len() == TIMED_CHANGES {
@@ -547,7 +626,7 @@ impl Inner {
     }
 
     /// Registers a running deployment with the router if it is not known there.
-    fn ensure_registered(
+    pub(crate) fn ensure_registered(
         &self,
         agent: &AgentId,
         deployment: &DeploymentId,
@@ -635,7 +714,7 @@ impl Inner {
             .unwrap_or_else(|_| DeploymentId::generate())
     }
 
-    async fn all_deployments(
+    pub(crate) async fn all_deployments(
         &self,
         agent: &AgentId,
         include_deleted: bool,
@@ -704,7 +783,7 @@ fn check_label(label: &str) -> Result<(), HostError> {
     }
 }
 
-fn steps_of(config: &StrategyConfig) -> u32 {
+pub(crate) fn steps_of(config: &StrategyConfig) -> u32 {
     match config {
         StrategyConfig::Canary(canary) => canary.steps.steps().len() as u32 + 1,
         _ => 1,
@@ -854,49 +933,23 @@ impl Host {
             .or_insert_with(|| AgentState::new(&agent, sessions));
 
         let (recorded_sender, recorded) = oneshot::channel();
-        let sink = Arc::new(HostSink {
+        let checks = HostChecks {
             inner: Arc::clone(inner),
-            slot: Arc::clone(&slot),
-            recorded: Mutex::new(Some(recorded_sender)),
-        });
-        let driver = RolloutDriver::builder(
-            inner.store.clone(),
-            Arc::new(HostTraffic {
-                inner: Arc::clone(inner),
-            }),
-            Arc::new(inner.metrics.clone()),
-            inner.clock.clone(),
-            Arc::new(HostChecks {
-                inner: Arc::clone(inner),
-                module,
-                contract_tests: request.contract_tests.clone(),
-            }),
-        )
-        .events(sink)
-        .max_duration(inner.rollout_max_duration)
-        .build();
-        let thread_inner = Arc::clone(inner);
-        let thread_slot = Arc::clone(&slot);
-        let thread_agent = agent.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("caxton-rollout-{agent}"))
-            .spawn(move || {
-                let result = futures::executor::block_on(driver.run(new, strategy, commands));
-                futures::executor::block_on(thread_inner.reap(&thread_agent));
-                if let Ok(report) = &result {
-                    tracing::info!(
-                        agent_id = %report.agent,
-                        deployment_id = %report.deployment,
-                        outcome = ?report.outcome,
-                        "rollout finished"
-                    );
-                }
-                // Free the slot before telling waiters, so a waiter may deploy again at once.
-                thread_inner
-                    .rollouts
-                    .remove_if(&thread_agent, |_, held| Arc::ptr_eq(held, &thread_slot));
-                let _ = finish.send(result);
-            });
+            module,
+            contract_tests: request.contract_tests.clone(),
+        };
+        let thread_config = config.clone();
+        let spawned = inner.spawn_rollout(
+            &agent,
+            &slot,
+            finish,
+            checks,
+            Some(recorded_sender),
+            move |driver| {
+                futures::executor::block_on(driver.run_config(new, &thread_config, commands))
+            },
+        );
+        drop(strategy);
         if spawned.is_err() {
             release();
             return Err(HostError::ShutDown);

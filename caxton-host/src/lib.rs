@@ -59,6 +59,7 @@
 mod error;
 mod host;
 mod joints;
+mod recover;
 mod request;
 mod rollout;
 mod send;
@@ -71,6 +72,7 @@ pub use host::{
     DEFAULT_DELETE_RETENTION, DEFAULT_SESSION_IDLE_TIMEOUT, Deployed, EventStream, Host,
     HostBuilder, HostEvent, TimedChange,
 };
+pub use recover::{Recovery, Settled};
 pub use request::{DeployRequest, DeployRequestBuilder, ModuleSource, PromoteMode, SessionMode};
 pub use rollout::{JudgeCounts, RolloutHandle, RolloutPhase};
 pub use send::{Delivery, FUEL_METRIC, HostSender, MEMORY_METRIC, is_error_reply};

@@ -20,14 +20,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use caxton_core::store::{CreateError, GetError};
 use caxton_core::{
-    AgentId, Clock, Deployment, DeploymentId, DeploymentStore, LifecycleEvent, LifecycleState,
-    ListQuery, MetricsSource, NewDeployment, RollbackTarget, Split, Timestamp, TrafficControl,
+    AgentId, Clock, Deployment, DeploymentId, DeploymentStore, JournalEntry, JournalRecord,
+    LifecycleEvent, LifecycleState, ListQuery, MetricsSource, NewDeployment, RollbackTarget,
+    RolloutJournal, Split, Timestamp, TrafficControl,
 };
 use futures::channel::mpsc;
 use futures::future::{Either, select};
 use futures::{FutureExt, StreamExt};
 use tracing::{Instrument, Span};
 
+use crate::builtin::StrategyConfig;
 use crate::event::{EventKind, EventSink, RolloutEvent};
 use crate::strategy::{
     Command, Directive, Observations, Outcome, Reason, ReasonKind, RolloutContext, StepInput,
@@ -121,7 +123,7 @@ impl RolloutReport {
 }
 
 /// Why a rollout could not start. Nothing was changed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DriverError {
     /// The candidate could not be recorded.
@@ -142,6 +144,15 @@ pub enum DriverError {
         #[source]
         source: GetError,
     },
+    /// The strategy's configuration does not make a strategy.
+    #[error("the rollout of agent `{agent}` has an invalid strategy configuration: {source}")]
+    Strategy {
+        /// The agent.
+        agent: AgentId,
+        /// Why.
+        #[source]
+        source: crate::config::ConfigError,
+    },
 }
 
 /// Runs rollouts. Build one with [`RolloutDriver::builder`].
@@ -152,6 +163,7 @@ pub struct RolloutDriver {
     clock: Arc<dyn Clock>,
     checks: Arc<dyn CandidateChecks>,
     events: Option<Arc<dyn EventSink>>,
+    journal: Option<Arc<dyn RolloutJournal>>,
     max_duration: Duration,
 }
 
@@ -181,6 +193,14 @@ impl RolloutDriverBuilder {
     /// Sends every event to `sink`.
     pub fn events(mut self, sink: Arc<dyn EventSink>) -> Self {
         self.driver.events = Some(sink);
+        self
+    }
+
+    /// Records each rollout's progress in `journal` (its spec, each stage with its
+    /// absolute deadline, the weights set, its end), so a restarted host can
+    /// [`resume`](RolloutDriver::resume) it.
+    pub fn journal(mut self, journal: Arc<dyn RolloutJournal>) -> Self {
+        self.driver.journal = Some(journal);
         self
     }
 
@@ -218,6 +238,7 @@ impl RolloutDriver {
                 clock,
                 checks,
                 events: None,
+                journal: None,
                 max_duration: Duration::from_secs(7 * 24 * 3_600),
             },
         }
@@ -230,6 +251,100 @@ impl RolloutDriver {
         &self,
         new: NewDeployment,
         strategy: Box<dyn Strategy>,
+        commands: Commands,
+    ) -> Result<RolloutReport, DriverError> {
+        self.run_inner(new, strategy, serde_json::Value::Null, commands)
+            .await
+    }
+
+    /// Like [`run`](RolloutDriver::run) with a built-in strategy, whose `config` the
+    /// journal keeps so that the rollout can be resumed after a restart.
+    pub async fn run_config(
+        &self,
+        new: NewDeployment,
+        config: &StrategyConfig,
+        commands: Commands,
+    ) -> Result<RolloutReport, DriverError> {
+        let strategy = config.build().map_err(|source| DriverError::Strategy {
+            agent: new.agent.clone(),
+            source,
+        })?;
+        let spec = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
+        self.run_inner(new, strategy, spec, commands).await
+    }
+
+    /// Resumes a rollout a host was running when it stopped: `candidate` is running and
+    /// not production (a host reconciles the other cases itself), `config` is what is
+    /// left of its rollout ([`StrategyConfig::resumed_at`]), `started_at` when it first
+    /// began. Validation is not repeated (it passed before); the candidate is loaded and
+    /// warmed up again, registered, and the strategy goes on. Its journal stays open and
+    /// takes the new entries.
+    pub async fn resume(
+        &self,
+        candidate: Deployment,
+        config: &StrategyConfig,
+        started_at: Timestamp,
+        commands: Commands,
+    ) -> Result<RolloutReport, DriverError> {
+        let agent = candidate.agent.clone();
+        let strategy = config.build().map_err(|source| DriverError::Strategy {
+            agent: agent.clone(),
+            source,
+        })?;
+        let baseline =
+            self.store
+                .production(&agent)
+                .await
+                .map_err(|source| DriverError::Production {
+                    agent: agent.clone(),
+                    source,
+                })?;
+        let root = tracing::info_span!(
+            "deployment.create",
+            agent_id = %agent,
+            deployment_id = %candidate.id,
+            strategy = strategy.name(),
+            resumed = true
+        );
+        let older = self
+            .older_versions(&agent, &candidate.id, baseline.as_ref())
+            .await;
+        let context = RolloutContext::new(
+            agent.clone(),
+            candidate.id.clone(),
+            baseline.as_ref().map(|d| d.id.clone()),
+        )
+        .with_older(older);
+        let mut run = Run {
+            driver: self,
+            version: candidate.version.fingerprint().short(),
+            label: candidate.label().to_owned(),
+            baseline_label: baseline.as_ref().map(|b| b.label().to_owned()),
+            candidate,
+            context,
+            strategy,
+            start: started_at,
+            registered: false,
+            promoted: false,
+            mirroring: false,
+            taken_out: false,
+            stage_span: root.clone(),
+            root,
+            steps: 0,
+            resumed: true,
+            journal_steps: 0,
+        };
+        run.emit(EventKind::Warning {
+            message: "resumed after the host restarted; validation is not repeated".to_owned(),
+        });
+        Ok(run.drive(commands).await)
+    }
+
+    async fn run_inner(
+        &self,
+        new: NewDeployment,
+        strategy: Box<dyn Strategy>,
+        spec: serde_json::Value,
         commands: Commands,
     ) -> Result<RolloutReport, DriverError> {
         let agent = new.agent.clone();
@@ -289,7 +404,15 @@ impl RolloutDriver {
             stage_span: create_span.clone(),
             root: create_span,
             steps: 0,
+            resumed: false,
+            journal_steps: 0,
         };
+        run.journal(JournalRecord::Started {
+            strategy: run.strategy.name().to_owned(),
+            spec,
+            baseline: run.context.baseline.clone(),
+        })
+        .await;
         Ok(run.drive(commands).await)
     }
 
@@ -343,11 +466,35 @@ struct Run<'a> {
     /// and `deployment.finalize` are its children, so a rollout is one trace.
     root: Span,
     steps: u64,
+    /// Resumed after a host restart: validation passed before, the candidate is running.
+    resumed: bool,
+    /// Stages journaled so far.
+    journal_steps: u32,
 }
 
 impl Run<'_> {
     fn agent(&self) -> &AgentId {
         &self.context.agent
+    }
+
+    /// Appends to the journal, if the driver keeps one. A failure is a warning: the
+    /// registry, not the journal, is the authority on the rollout's state.
+    async fn journal(&self, record: JournalRecord) {
+        let Some(journal) = &self.driver.journal else {
+            return;
+        };
+        let entry = JournalEntry {
+            seq: 0,
+            at: self.driver.clock.now(),
+            agent: self.context.agent.clone(),
+            deployment: self.context.candidate.clone(),
+            record,
+        };
+        if let Err(error) = journal.append(entry).await {
+            self.emit(EventKind::Warning {
+                message: format!("rollout journal: {error}"),
+            });
+        }
     }
 
     fn emit(&self, kind: EventKind) {
@@ -537,6 +684,17 @@ impl Run<'_> {
     }
 
     async fn validate(&mut self, timeout: Duration) -> ValidationVerdict {
+        if self.resumed {
+            let verdict = ValidationVerdict::passed(
+                "validated before the host restarted; not repeated".to_owned(),
+            );
+            self.emit(EventKind::ValidationFinished {
+                passed: true,
+                summary: verdict.summary.clone(),
+                duration_s: 0.0,
+            });
+            return verdict;
+        }
         let started = self.driver.clock.now();
         let span = self.root.clone();
         let verdict = async {
@@ -602,23 +760,25 @@ impl Run<'_> {
                     crate::duration::HumanDuration(timeout)
                 )),
             };
+            // A resumed candidate is already running: a failed warm-up takes it out.
+            let (passed, failed) = if self.resumed {
+                (None, LifecycleEvent::RollBack)
+            } else {
+                (
+                    Some(LifecycleEvent::WarmUpPassed),
+                    LifecycleEvent::WarmUpFailed,
+                )
+            };
             if !report.ready {
                 let _ = self
-                    .transition(
-                        &self.context.candidate,
-                        LifecycleEvent::WarmUpFailed,
-                        &report.detail,
-                    )
+                    .transition(&self.context.candidate, failed, &report.detail)
                     .await;
                 return report;
             }
-            if let Err(problem) = self
-                .transition(
-                    &self.context.candidate,
-                    LifecycleEvent::WarmUpPassed,
-                    &report.detail,
-                )
-                .await
+            if let Some(passed) = passed
+                && let Err(problem) = self
+                    .transition(&self.context.candidate, passed, &report.detail)
+                    .await
             {
                 return WarmUpReport::not_ready(format!("could not record warm-up: {problem}"));
             }
@@ -667,9 +827,9 @@ impl Run<'_> {
                     .instrument(span)
                     .await
                     .map_err(|e| e.to_string())?;
-                self.emit(EventKind::SplitChanged {
-                    percentage: split.weight_of(&self.context.candidate).percent(),
-                });
+                let percentage = split.weight_of(&self.context.candidate).percent();
+                self.emit(EventKind::SplitChanged { percentage });
+                self.journal(JournalRecord::Split { percentage }).await;
             }
             Directive::Mirror(shadow) => {
                 traffic
@@ -692,15 +852,35 @@ impl Run<'_> {
             Directive::Drain { deployment } => self.drain(&deployment).await,
             Directive::Retire { deployment, forced } => self.retire(&deployment, forced).await,
             Directive::Emit(kind) => {
-                if let EventKind::StageStarted { stage, .. } = &kind {
-                    self.stage_span = telemetry::stage_span(
-                        &self.root,
+                let stage_started = match &kind {
+                    EventKind::StageStarted {
                         stage,
-                        self.context.agent.as_str(),
-                        self.context.candidate.as_str(),
-                    );
-                }
+                        percentage,
+                        hold_s,
+                    } => {
+                        self.stage_span = telemetry::stage_span(
+                            &self.root,
+                            stage,
+                            self.context.agent.as_str(),
+                            self.context.candidate.as_str(),
+                        );
+                        self.journal_steps += 1;
+                        let until = hold_s
+                            .and_then(|h| Duration::try_from_secs_f64(h).ok())
+                            .map(|h| self.driver.clock.now().saturating_add(h));
+                        Some(JournalRecord::Stage {
+                            stage: stage.clone(),
+                            step: self.journal_steps,
+                            percentage: *percentage,
+                            until,
+                        })
+                    }
+                    _ => None,
+                };
                 self.emit(kind);
+                if let Some(record) = stage_started {
+                    self.journal(record).await;
+                }
             }
             // Handled by the loop.
             Directive::Validate { .. }
@@ -989,6 +1169,11 @@ impl Run<'_> {
             telemetry::status_of(&outcome),
             (finished_at - self.start).as_secs_f64(),
         );
+        self.journal(JournalRecord::Finished {
+            outcome: outcome.as_str().to_owned(),
+            reason: outcome.reason().map(|r| r.message.clone()),
+        })
+        .await;
         self.emit(EventKind::Finished {
             outcome: outcome.as_str().to_owned(),
             reason: outcome.reason().map(|r| r.message.clone()),

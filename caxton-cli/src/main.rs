@@ -5,11 +5,14 @@
 //! one-line reason on standard error. `--json` prints machine-readable output; without
 //! it, output is for people, in `✓`/`✗`/`→` lines.
 //!
+//! A panic is a bug, but it ends the same way: one line and exit code 2 (see [`panics`]).
+//!
 //! A subcommand is one variant of [`Command`] and one module with an `Args` struct and a
 //! `run(args) -> CommandResult` function (see [`output`]).
 
 mod demo;
 mod output;
+mod panics;
 mod plan;
 mod samples;
 mod simulate;
@@ -55,6 +58,12 @@ impl Command {
 }
 
 fn main() -> ExitCode {
+    panics::install_hook();
+    panics::guard(run)
+}
+
+/// Parses the command line and runs the subcommand.
+fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if !error.use_stderr() => {

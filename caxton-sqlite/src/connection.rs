@@ -216,6 +216,16 @@ impl Database {
                 deployment,
                 source,
             },
+            Failure::BadEntry {
+                agent,
+                deployment,
+                reason,
+            } => SqliteError::BadEntry {
+                path,
+                agent,
+                deployment,
+                reason,
+            },
         }
     }
 }
@@ -277,6 +287,11 @@ pub(crate) enum Failure {
         deployment: DeploymentId,
         source: rusqlite::Error,
     },
+    BadEntry {
+        agent: AgentId,
+        deployment: DeploymentId,
+        reason: String,
+    },
 }
 
 impl From<rusqlite::Error> for Failure {
@@ -314,6 +329,12 @@ refusal_from_backend!(
 impl Refusal for caxton_core::ArtifactError {
     fn backend(err: BackendError) -> Self {
         caxton_core::ArtifactError::Backend(err)
+    }
+}
+
+impl Refusal for caxton_core::JournalError {
+    fn backend(err: BackendError) -> Self {
+        caxton_core::JournalError::Backend(err)
     }
 }
 

@@ -136,12 +136,12 @@ fn parse_state(text: &str) -> Option<LifecycleState> {
 
 /// Milliseconds as SQLite stores them; instants past the year 292 million are stored as
 /// the largest it can hold.
-fn millis(at: Timestamp) -> i64 {
+pub(crate) fn millis(at: Timestamp) -> i64 {
     i64::try_from(at.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Whether `e` is the violation of the unique constraint on `column` (`table.column`).
-fn violates_unique(e: &rusqlite::Error, column: &str) -> bool {
+pub(crate) fn violates_unique(e: &rusqlite::Error, column: &str) -> bool {
     match e {
         rusqlite::Error::SqliteFailure(err, Some(message)) => {
             err.code == rusqlite::ErrorCode::ConstraintViolation
@@ -387,11 +387,20 @@ impl SqliteStore {
     }
 
     /// Removes the soft-deleted deployments whose expiry has passed, with their audit
-    /// history, in one transaction; returns their ids. Store-wide maintenance: it is the
-    /// one operation not scoped to an agent.
+    /// history and their rollouts' journal entries, in one transaction; returns their
+    /// ids. Store-wide maintenance: it is the one operation not scoped to an agent.
     pub async fn purge_expired(&self) -> Result<Vec<DeploymentId>, SqliteError> {
         let now = millis(self.db.clock.now());
         let ids = self.db.maintain(|tx, _at| {
+            // A rollout, open or finished, goes with its candidate; its entries first, as
+            // they refer to it.
+            for table in ["rollout_journal", "rollouts"] {
+                tx.prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE (agent_id, deployment_id) IN \
+                     (SELECT agent_id, id FROM deployments WHERE expires_at <= ?1)"
+                ))?
+                .execute(params![now])?;
+            }
             tx.prepare_cached(
                 "DELETE FROM audit WHERE deployment_id IN \
                  (SELECT id FROM deployments WHERE expires_at <= ?1)",

@@ -165,17 +165,33 @@ pub enum SqliteError {
         #[source]
         source: rusqlite::Error,
     },
-    /// A stored deployment or audit entry cannot be read back: a column holds what this
-    /// version of Caxton cannot decode.
+    /// A stored deployment, audit entry or rollout journal entry cannot be read back: a
+    /// column holds what this version of Caxton cannot decode.
     #[error("the registry file {path} holds an unreadable {column} for `{record}`: {reason}")]
     BadRow {
         /// The registry file.
         path: PathBuf,
-        /// The deployment id or audit sequence number of the row.
+        /// The row: a deployment id, an audit sequence number or a rollout journal entry.
         record: String,
         /// The column.
         column: &'static str,
         /// What was wrong with it.
+        reason: String,
+    },
+    /// A rollout journal entry was refused because it would not read back as it was
+    /// given (a percentage that is not a finite number). Nothing was written.
+    #[error(
+        "the registry file {path} refused a rollout journal entry of deployment \
+         `{deployment}` of agent `{agent}`: {reason}"
+    )]
+    BadEntry {
+        /// The registry file.
+        path: PathBuf,
+        /// The agent.
+        agent: AgentId,
+        /// The rollout's candidate.
+        deployment: DeploymentId,
+        /// What is wrong with the entry.
         reason: String,
     },
     /// An integrity check of the file found problems.

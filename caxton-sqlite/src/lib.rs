@@ -1,17 +1,21 @@
-//! The embedded durable registry of Caxton: deployments, their audit history and the
-//! artifacts they run, in one SQLite file that survives a crash (even `SIGKILL`) at any
-//! moment.
+//! The embedded durable registry of Caxton: deployments, their audit history, the
+//! artifacts they run and the journal of their rollouts, in one SQLite file that survives
+//! a crash (even `SIGKILL`) at any moment.
 //!
 //! [`SqliteStore`] implements [`DeploymentStore`] and [`ArtifactStore`] with exactly the
-//! semantics of [`MemoryStore`](caxton_core::MemoryStore) (it passes the same conformance
-//! suites), and keeps them in the database itself:
+//! semantics of [`MemoryStore`](caxton_core::MemoryStore), and [`RolloutJournal`] with
+//! those of [`MemoryJournal`](caxton_core::MemoryJournal) (it passes the same conformance
+//! suites; [the rollout journal](#the-rollout-journal) says where it is stricter), and
+//! keeps their rules in the database itself:
 //!
 //! - at most one production per agent is a partial unique index of the database, and the
 //!   production being running and not deleted is a `CHECK`;
 //! - every change and its audit entry are one transaction (`BEGIN IMMEDIATE`, WAL,
 //!   `synchronous = FULL`): after a crash the file holds each operation whole or not at
 //!   all, and a deployment's state is always the one its audit trail leads to;
-//! - artifacts are addressed by their SHA-256, stored once, and checked on every read.
+//! - artifacts are addressed by their SHA-256, stored once, and checked on every read;
+//! - at most one open rollout per agent is a partial unique index, and triggers keep each
+//!   rollout's journal in order.
 //!
 //! The schema is versioned (`PRAGMA user_version`) and migrated on open; a file written
 //! by a newer schema is refused, never downgraded. The file is created with mode `0600`.
@@ -62,6 +66,77 @@
 //! # }).unwrap();
 //! ```
 //!
+//! # The rollout journal
+//!
+//! A rollout records its progress (how it began, each stage with its deadline, the
+//! weights it set, its end) so that a restarted host resumes it where it was. Schema
+//! version 2 keeps it in two tables:
+//!
+//! - `rollout_journal`, one row per entry, append-only: `seq` (`INTEGER PRIMARY KEY
+//!   AUTOINCREMENT`: the entry's sequence number, increasing across all rollouts and never
+//!   reused), `at` (the entry's time on the host's clock, in milliseconds since the epoch),
+//!   `agent_id`, `deployment_id` (the candidate), `kind` (`started`, `stage`, `split` or
+//!   `finished`), `record` (the whole [`JournalRecord`](caxton_core::JournalRecord) as
+//!   JSON, tagged with the same kind; `CHECK`ed) and `rollout_id`, its rollout;
+//! - `rollouts`, one row per rollout: `agent_id`, `deployment_id`, `started_at` and
+//!   `finished_at`, which is `NULL` while the rollout is open. A partial unique index
+//!   `ON rollouts (agent_id) WHERE finished_at IS NULL` makes "at most one open rollout
+//!   per agent" the database's rule, and a composite foreign key makes an entry's agent
+//!   and candidate its rollout's.
+//!
+//! Triggers keep every rollout's entries in order: `started` comes first and nowhere
+//! else, nothing comes after `finished`, and the statement that records `finished`
+//! closes the rollout. Each append is one `BEGIN IMMEDIATE` transaction, so after a crash
+//! the journal holds whole entries and the rollouts agree with them.
+//!
+//! The candidate is not a foreign key to `deployments` (a journal may be written apart
+//! from the registry); [`SqliteStore::purge_expired`] removes the rollouts of the
+//! deployments it purges, entries and all.
+//!
+//! Where it is stricter than the journal in memory: a percentage that is not a finite
+//! number is refused ([`SqliteError::BadEntry`]), since JSON would store it as `null` and
+//! the entry could not be read back when the host restarts; and should a deployment be
+//! rolled out a second time, `open_rollouts` gives the open rollout's entries from its own
+//! `started`, without the finished rollout before it (`entries` gives both).
+//!
+//! ```
+//! use caxton_core::{
+//!     AgentId, DeploymentId, JournalEntry, JournalRecord, RolloutJournal, Timestamp,
+//! };
+//! use caxton_sqlite::SqliteStore;
+//!
+//! # futures::executor::block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("registry.db");
+//! let store = SqliteStore::open(&path)?;
+//! let entry = |at, record| JournalEntry {
+//!     seq: 0,
+//!     at: Timestamp::from_millis(at),
+//!     agent: AgentId::new("processor").unwrap(),
+//!     deployment: DeploymentId::new("processor-v2").unwrap(),
+//!     record,
+//! };
+//! let spec = serde_json::json!({"strategy": "canary"});
+//! let started = JournalRecord::Started { strategy: "canary".into(), spec, baseline: None };
+//! store.append(entry(1_000, started)).await?;
+//! let stage = JournalRecord::Stage {
+//!     stage: "canary.5_percent".into(),
+//!     step: 1,
+//!     percentage: Some(5.0),
+//!     until: Some(Timestamp::from_millis(301_000)),
+//! };
+//! store.append(entry(1_000, stage.clone())).await?;
+//! drop(store);
+//!
+//! // After a restart: the rollout is open, and its last stage holds until 301 s.
+//! let store = SqliteStore::open(&path)?;
+//! let open = store.open_rollouts().await?;
+//! assert_eq!(open.len(), 1);
+//! assert_eq!(open[0].last().unwrap().record, stage);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
 //! # Blocking
 //!
 //! The trait methods are `async` but run their SQL on the calling thread: each is one
@@ -79,6 +154,7 @@
 //!
 //! [`DeploymentStore`]: caxton_core::DeploymentStore
 //! [`ArtifactStore`]: caxton_core::ArtifactStore
+//! [`RolloutJournal`]: caxton_core::RolloutJournal
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -92,6 +168,7 @@ mod artifacts;
 mod connection;
 mod deployments;
 mod error;
+mod journal;
 mod schema;
 
 pub use deployments::Versioned;
@@ -100,8 +177,9 @@ pub use schema::SCHEMA_VERSION;
 
 use connection::{Database, OpenOptionsSet};
 
-/// A [`DeploymentStore`](caxton_core::DeploymentStore) and
-/// [`ArtifactStore`](caxton_core::ArtifactStore) in one SQLite file. See the crate docs.
+/// A [`DeploymentStore`](caxton_core::DeploymentStore),
+/// [`ArtifactStore`](caxton_core::ArtifactStore) and
+/// [`RolloutJournal`](caxton_core::RolloutJournal) in one SQLite file. See the crate docs.
 ///
 /// Cloning is cheap and shares the connections.
 #[derive(Clone)]

@@ -1,9 +1,9 @@
 //! The schema, as an append-only list of migrations.
 //!
 //! `PRAGMA user_version` holds the number of migrations applied; `PRAGMA application_id`
-//! marks the file as a Caxton registry. A new table (the rollout journal, say) is a new
-//! migration appended to [`MIGRATIONS`]; a released migration is never edited, and a test
-//! pins their text.
+//! marks the file as a Caxton registry. A new table is a new migration appended to
+//! [`MIGRATIONS`] (as the rollout journal was); a released migration is never edited, and
+//! a test pins their text.
 
 /// Marks a file as a Caxton registry (`PRAGMA application_id`): "CXTN".
 pub(crate) const APPLICATION_ID: i32 = 0x4358_544E;
@@ -20,11 +20,18 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Append only.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "deployments, audit and artifacts",
-    sql: V1,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "deployments, audit and artifacts",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        name: "the rollout journal",
+        sql: V2,
+    },
+];
 
 /// The schema version this crate writes: the number of migrations.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -81,6 +88,67 @@ CREATE TABLE artifacts (
 ) STRICT;
 "#;
 
+const V2: &str = r#"
+-- One row per rollout: opened by its `started` entry, closed by its `finished` one.
+CREATE TABLE rollouts (
+    -- Begin order: open rollouts are listed oldest first.
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_id      TEXT    NOT NULL CHECK (agent_id <> ''),
+    deployment_id TEXT    NOT NULL CHECK (deployment_id <> ''),
+    -- The `at` of its `started` entry, and of its `finished` one: NULL while it is open.
+    started_at    INTEGER NOT NULL CHECK (started_at >= 0),
+    finished_at   INTEGER CHECK (finished_at >= 0),
+    -- What the journal's foreign key refers to: an entry's agent and deployment are its
+    -- rollout's.
+    UNIQUE (id, agent_id, deployment_id)
+) STRICT;
+
+-- At most one open rollout per agent: the rule is the database's.
+CREATE UNIQUE INDEX rollouts_one_open ON rollouts (agent_id) WHERE finished_at IS NULL;
+
+CREATE TABLE rollout_journal (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout_id    INTEGER NOT NULL,
+    -- On the host's clock, as the entry says.
+    at            INTEGER NOT NULL CHECK (at >= 0),
+    agent_id      TEXT    NOT NULL,
+    deployment_id TEXT    NOT NULL,
+    -- The record's tag, for queries; `record` holds the whole record as JSON.
+    kind          TEXT    NOT NULL CHECK (kind IN ('started', 'stage', 'split', 'finished')),
+    record        TEXT    NOT NULL
+                  CHECK (json_valid(record) AND json_extract(record, '$.kind') IS kind),
+    FOREIGN KEY (rollout_id, agent_id, deployment_id)
+        REFERENCES rollouts (id, agent_id, deployment_id)
+) STRICT;
+
+CREATE INDEX rollout_journal_by_rollout ON rollout_journal (rollout_id, seq);
+CREATE INDEX rollout_journal_by_deployment ON rollout_journal (agent_id, deployment_id, seq);
+
+-- A rollout's first entry is `started`, and no other is; a finished rollout takes none.
+CREATE TRIGGER rollout_journal_in_order BEFORE INSERT ON rollout_journal
+BEGIN
+    SELECT RAISE(ABORT, 'rollout journal: the rollout is finished')
+    WHERE (SELECT finished_at FROM rollouts WHERE id = NEW.rollout_id) IS NOT NULL;
+    SELECT RAISE(ABORT, 'rollout journal: `started` is the first entry of a rollout, and only it')
+    WHERE (NEW.kind = 'started')
+        = EXISTS (SELECT 1 FROM rollout_journal WHERE rollout_id = NEW.rollout_id);
+END;
+
+-- A `finished` entry closes its rollout, in the statement that records it.
+CREATE TRIGGER rollout_journal_finish AFTER INSERT ON rollout_journal
+WHEN NEW.kind = 'finished'
+BEGIN
+    UPDATE rollouts SET finished_at = NEW.at WHERE id = NEW.rollout_id;
+END;
+
+-- A finished rollout is never reopened or changed.
+CREATE TRIGGER rollouts_stay_finished BEFORE UPDATE ON rollouts
+WHEN OLD.finished_at IS NOT NULL
+BEGIN
+    SELECT RAISE(ABORT, 'rollout journal: a finished rollout does not change');
+END;
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,10 +165,16 @@ mod tests {
     /// two files of the same version different schemas. Append a migration instead.
     #[test]
     fn released_migrations_are_never_edited() {
-        let released = [(
-            1,
-            "sha256:462d05db1bf642723c88aa8c39b7a0a360294a680584bfc2d23c254664139be5",
-        )];
+        let released = [
+            (
+                1,
+                "sha256:462d05db1bf642723c88aa8c39b7a0a360294a680584bfc2d23c254664139be5",
+            ),
+            (
+                2,
+                "sha256:28fe662c99fd28f1fc3d6770348eda941d53605e705cf15ab7142f0d20c44e45",
+            ),
+        ];
         for (version, digest) in released {
             let migration = &MIGRATIONS[version - 1];
             assert_eq!(

@@ -1,25 +1,30 @@
 //! The crash harness: a child process deploys, promotes, rolls back, deletes and moves
-//! deployments through their lifecycle against a registry file, and is killed with
-//! `SIGKILL` at random moments (fixed seed). After every kill the file is reopened and
-//! checked: SQLite's integrity check passes; each agent has at most one production, and it
-//! is running and not deleted; every deployment's state and production flag are where its
-//! audit trail leads, and its revision counts the trail; every module a deployment names
-//! is stored and hashes to its digest.
+//! deployments through their lifecycle against a registry file, rolls candidates out
+//! through the rollout journal as a host does (resuming, after a restart, the rollouts it
+//! finds open), and is killed with `SIGKILL` at random moments (fixed seed). After every
+//! kill the file is reopened and checked: SQLite's integrity check passes; each agent has
+//! at most one production, and it is running and not deleted; every deployment's state and
+//! production flag are where its audit trail leads, and its revision counts the trail;
+//! every module a deployment names is stored and hashes to its digest; each agent has at
+//! most one open rollout, whose candidate exists; every rollout's entries have increasing
+//! sequence numbers, begin with `started` and end at `finished` if they have one.
 //!
 //! `CAXTON_SQLITE_KILLS=2000 cargo test -p caxton-sqlite --test crash -- --nocapture`
 //! runs a longer campaign (200 kills by default).
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use caxton_core::{
-    AgentId, ArtifactKind, ArtifactStore, CodeLayer, Deployment, DeploymentStore, Digest,
-    LifecycleEvent, LifecycleState, ListQuery, ModelLayer, NewDeployment, PromptLayer,
-    RollbackTarget, ToolsLayer, VersionTuple,
+    AgentId, ArtifactKind, ArtifactStore, Clock, CodeLayer, Deployment, DeploymentId,
+    DeploymentStore, Digest, JournalEntry, JournalRecord, LifecycleEvent, LifecycleState,
+    ListQuery, ModelLayer, NewDeployment, PromptLayer, RollbackTarget, RolloutJournal, SystemClock,
+    ToolsLayer, VersionTuple,
 };
 use caxton_sqlite::SqliteStore;
 use common::{agent, all_deployments, check_against_history};
@@ -55,9 +60,147 @@ async fn pick(store: &SqliteStore, rng: &mut StdRng, agent: &AgentId) -> Option<
     (!page.items.is_empty()).then(|| page.items[rng.random_range(0..page.items.len())].clone())
 }
 
+/// The open rollout of each agent, as the child knows it: the candidate and how many
+/// stages it went through.
+type Rollouts = BTreeMap<AgentId, (DeploymentId, u32)>;
+
+/// The candidate's share of traffic in each stage of a rollout.
+const STAGES: [f64; 3] = [5.0, 25.0, 50.0];
+
+/// Records `record` for the rollout of `deployment`. The child knows which rollouts are
+/// open, so a refusal is a bug, as is a backend failure.
+async fn journal(
+    store: &SqliteStore,
+    agent: &AgentId,
+    deployment: &DeploymentId,
+    record: JournalRecord,
+) {
+    let entry = JournalEntry {
+        seq: 0,
+        at: SystemClock.now(),
+        agent: agent.clone(),
+        deployment: deployment.clone(),
+        record,
+    };
+    store.append(entry).await.unwrap();
+}
+
+async fn finish(
+    store: &SqliteStore,
+    rollouts: &mut Rollouts,
+    agent: &AgentId,
+    outcome: &str,
+    reason: Option<&str>,
+) {
+    let (candidate, _) = rollouts.remove(agent).expect("an open rollout");
+    let record = JournalRecord::Finished {
+        outcome: outcome.into(),
+        reason: reason.map(Into::into),
+    };
+    journal(store, agent, &candidate, record).await;
+}
+
+/// How the registry already settled a rollout of `candidate`, if it did: as a restarted
+/// host reconciles a rollout with the registry.
+fn settled(candidate: &Deployment) -> Option<(&'static str, Option<&'static str>)> {
+    if candidate.is_production {
+        Some(("promoted", None))
+    } else if candidate.state == LifecycleState::RolledBack {
+        Some(("rolled_back", Some("rolled back in the registry")))
+    } else if candidate.state != LifecycleState::Running || candidate.is_deleted() {
+        Some(("aborted", Some("the candidate left running")))
+    } else {
+        None
+    }
+}
+
+/// What a restarted host does: finishes the open rollouts the registry settled and
+/// resumes the others at their last stage.
+async fn resume(store: &SqliteStore) -> Rollouts {
+    let mut rollouts = Rollouts::new();
+    for entries in store.open_rollouts().await.unwrap() {
+        let (agent, candidate) = (&entries[0].agent, &entries[0].deployment);
+        let stages = entries
+            .iter()
+            .filter(|e| matches!(e.record, JournalRecord::Stage { .. }))
+            .count() as u32;
+        rollouts.insert(agent.clone(), (candidate.clone(), stages));
+        let current = DeploymentStore::get(store, agent, candidate).await.unwrap();
+        if let Some((outcome, reason)) = settled(&current) {
+            finish(store, &mut rollouts, agent, outcome, reason).await;
+        }
+    }
+    rollouts
+}
+
+/// Begins a rollout of the running `candidate` when its agent has none open.
+async fn start(
+    store: &SqliteStore,
+    rollouts: &mut Rollouts,
+    agent: &AgentId,
+    candidate: &Deployment,
+) {
+    if candidate.state != LifecycleState::Running || rollouts.contains_key(agent) {
+        return;
+    }
+    let baseline = store.production(agent).await.unwrap().map(|p| p.id);
+    let record = JournalRecord::Started {
+        strategy: "canary".into(),
+        spec: serde_json::json!({"strategy": "canary", "stages": STAGES}),
+        baseline,
+    };
+    journal(store, agent, &candidate.id, record).await;
+    rollouts.insert(agent.clone(), (candidate.id.clone(), 0));
+}
+
+/// One step of the open rollout of `agent`: the next stage and its split, or the end
+/// (promotion or roll back) after the last, or its finish when the registry settled it
+/// meanwhile (the other steps promote, roll back and delete deployments at random).
+async fn advance(store: &SqliteStore, rng: &mut StdRng, rollouts: &mut Rollouts, agent: &AgentId) {
+    let Some((candidate, stages)) = rollouts.get(agent).cloned() else {
+        return;
+    };
+    let current = DeploymentStore::get(store, agent, &candidate)
+        .await
+        .unwrap();
+    if let Some((outcome, reason)) = settled(&current) {
+        return finish(store, rollouts, agent, outcome, reason).await;
+    }
+    if let Some(&percentage) = STAGES.get(stages as usize) {
+        let step = stages + 1;
+        let stage = JournalRecord::Stage {
+            stage: format!("canary.{percentage}_percent"),
+            step,
+            percentage: Some(percentage),
+            until: Some(SystemClock.now() + Duration::from_secs(300)),
+        };
+        journal(store, agent, &candidate, stage).await;
+        rollouts.insert(agent.clone(), (candidate.clone(), step));
+        journal(
+            store,
+            agent,
+            &candidate,
+            JournalRecord::Split { percentage },
+        )
+        .await;
+    } else if rng.random_bool(0.8) {
+        // The registry first, then the journal: a crash between them is what a restarted
+        // host reconciles.
+        store.promote(agent, &candidate, "rollout").await.unwrap();
+        finish(store, rollouts, agent, "promoted", None).await;
+    } else {
+        let event = LifecycleEvent::RollBack;
+        store
+            .transition(agent, &candidate, event, "rollout")
+            .await
+            .unwrap();
+        finish(store, rollouts, agent, "rolled_back", Some("error rate")).await;
+    }
+}
+
 /// Stores a module (often one stored before, sometimes a large one), records a
 /// deployment of it and walks it through validation and warm-up, one transaction a step.
-async fn deploy(store: &SqliteStore, rng: &mut StdRng, agent: &AgentId) {
+async fn deploy(store: &SqliteStore, rng: &mut StdRng, agent: &AgentId) -> Deployment {
     let module = if rng.random_bool(0.85) {
         format!("\0asm module {}", rng.random_range(0..40)).into_bytes()
     } else {
@@ -82,22 +225,30 @@ async fn deploy(store: &SqliteStore, rng: &mut StdRng, agent: &AgentId) {
     } else {
         events.push(LifecycleEvent::ValidationFailed);
     }
+    let mut d = d;
     for event in events {
-        store
+        d = store
             .transition(agent, &d.id, event, "pipeline")
             .await
             .unwrap();
     }
+    d
 }
 
 /// One random operation. Refusals (not running, is production, …) are part of the game;
 /// a backend failure is a bug and ends the child with a panic, which the parent reports.
-async fn step(store: &SqliteStore, rng: &mut StdRng, agents: &[AgentId]) {
+async fn step(store: &SqliteStore, rng: &mut StdRng, rollouts: &mut Rollouts, agents: &[AgentId]) {
     use caxton_core::store::{DeleteError, PromoteError, RollbackError, TransitionError};
     let a = &agents[rng.random_range(0..agents.len())];
+    if rollouts.contains_key(a) && rng.random_bool(0.4) {
+        return advance(store, rng, rollouts, a).await;
+    }
     let roll = rng.random_range(0..100);
     match roll {
-        0..25 => deploy(store, rng, a).await,
+        0..25 => {
+            let candidate = deploy(store, rng, a).await;
+            start(store, rollouts, a, &candidate).await;
+        }
         25..45 => {
             if let Some(d) = pick(store, rng, a).await {
                 let r = store.promote(a, &d.id, "promote").await;
@@ -152,8 +303,9 @@ fn worker_child() {
     let mut rng = StdRng::seed_from_u64(seed);
     let agents = agents();
     block_on(async {
+        let mut rollouts = resume(&store).await;
         loop {
-            step(&store, &mut rng, &agents).await;
+            step(&store, &mut rng, &mut rollouts, &agents).await;
         }
     });
 }
@@ -164,6 +316,83 @@ struct Tally {
     productions: usize,
     audit_entries: usize,
     artifacts: usize,
+    rollouts: usize,
+    open_rollouts: usize,
+    journal_entries: usize,
+}
+
+/// The journal's checks: at most one open rollout per agent, and its candidate exists;
+/// each rollout (one per candidate in this harness) has entries of increasing sequence
+/// numbers that begin with `started`, and none after `finished`; the open rollouts are
+/// exactly the unfinished ones, with all their entries.
+async fn check_journal(
+    store: &SqliteStore,
+    raw: &rusqlite::Connection,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let open = store.open_rollouts().await.map_err(|e| e.to_string())?;
+    let mut open_by_agent = BTreeMap::new();
+    for entries in &open {
+        let first = entries.first().ok_or("an empty open rollout")?;
+        if let Some(other) = open_by_agent.insert(first.agent.clone(), first.deployment.clone()) {
+            return Err(format!(
+                "agent {} has open rollouts of {other} and {}",
+                first.agent, first.deployment
+            ));
+        }
+        if let Err(e) = DeploymentStore::get(store, &first.agent, &first.deployment).await {
+            return Err(format!("the open rollout's candidate: {e}"));
+        }
+    }
+    let mut stmt = raw
+        .prepare("SELECT DISTINCT agent_id, deployment_id FROM rollout_journal")
+        .unwrap();
+    let rollouts: BTreeSet<(String, String)> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (agent, deployment) in rollouts {
+        let (agent, deployment) = (common::agent(&agent), common::dep(&deployment));
+        let entries = store
+            .entries(&agent, &deployment)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = format!("the rollout of {deployment} of {agent}");
+        if !entries.windows(2).all(|w| w[0].seq < w[1].seq) {
+            return Err(format!("{name} is out of order: {entries:?}"));
+        }
+        if !matches!(
+            entries.first().map(|e| &e.record),
+            Some(JournalRecord::Started { .. })
+        ) {
+            return Err(format!("{name} does not begin with `started`"));
+        }
+        let starts = entries
+            .iter()
+            .filter(|e| matches!(e.record, JournalRecord::Started { .. }))
+            .count();
+        let finish = entries.iter().position(|e| e.record.is_finish());
+        if starts != 1 || finish.is_some_and(|at| at + 1 != entries.len()) {
+            return Err(format!("{name} has entries after its end: {entries:?}"));
+        }
+        let listed = open.iter().find(|r| r[0].deployment == deployment);
+        match (finish, listed) {
+            (None, Some(listed)) if *listed == entries => {}
+            (Some(_), None) => {}
+            _ => return Err(format!("{name} is listed open as {listed:?}: {entries:?}")),
+        }
+        if DeploymentStore::get(store, &agent, &deployment)
+            .await
+            .is_err()
+        {
+            return Err(format!("{name}: the candidate does not exist"));
+        }
+        tally.rollouts += 1;
+        tally.journal_entries += entries.len();
+    }
+    tally.open_rollouts = open.len();
+    Ok(())
 }
 
 /// Every check, on the file as a killed child left it.
@@ -223,6 +452,10 @@ fn check(path: &Path, kill: usize) -> Tally {
         }
         tally.artifacts += 1;
     }
+    let journal = block_on(check_journal(&store, &raw, &mut tally));
+    if let Err(what) = journal {
+        fail(what);
+    }
     tally
 }
 
@@ -276,12 +509,16 @@ fn a_registry_killed_at_random_moments_always_reopens_consistent() {
     }
     println!(
         "{kills} kills in {:?}; the registry holds {} deployments ({} productions), {} audit \
-         entries, {} artifacts",
+         entries, {} artifacts, {} rollouts ({} open) with {} journal entries",
         started.elapsed(),
         tally.deployments,
         tally.productions,
         tally.audit_entries,
-        tally.artifacts
+        tally.artifacts,
+        tally.rollouts,
+        tally.open_rollouts,
+        tally.journal_entries
     );
     assert!(tally.deployments > 0, "the workers got nothing done");
+    assert!(tally.rollouts > 0, "the workers rolled nothing out");
 }

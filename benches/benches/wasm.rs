@@ -19,7 +19,8 @@ use std::sync::Arc;
 use caxton_core::{AgentId, DeploymentId};
 use caxton_wasm::fixtures::Fixture;
 use caxton_wasm::{
-    AgentEngine, CachePolicy, CompiledAgent, EngineConfig, InstanceSetup, PoolingConfig,
+    AgentEngine, CachePolicy, CompiledAgent, DiskCacheKey, EngineConfig, InstanceSetup,
+    PoolingConfig,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -95,7 +96,9 @@ fn compile(c: &mut Criterion) {
     let cached = AgentEngine::new(
         EngineConfig::default()
             .pooling(PoolingConfig::default().max_instances(64))
-            .disk_cache(&dir),
+            // A key of this run only: the artifact is written and read back in it. Each load
+            // checks the artifact's HMAC, as a host's loads do.
+            .disk_cache(&dir, DiskCacheKey::ephemeral().expect("random key")),
     )
     .expect("engine");
     cached

@@ -13,7 +13,7 @@ use wasmtime::{InstanceAllocationStrategy, Linker, Module, PoolingAllocationConf
 
 use crate::abi::{self, AbiViolation};
 use crate::compiled::CompiledAgent;
-use crate::disk_cache::DiskCache;
+use crate::disk_cache::{DiskCache, DiskCacheError, DiskCacheKey};
 use crate::host::{self, HostState};
 
 /// Sizes of the pooling instance allocator.
@@ -89,7 +89,7 @@ pub struct EngineConfig {
     epoch_tick: Duration,
     fuel_metering: bool,
     max_wasm_stack: usize,
-    disk_cache: Option<PathBuf>,
+    disk_cache: Option<(PathBuf, DiskCacheKey)>,
     compiled_cache_capacity: usize,
 }
 
@@ -141,10 +141,39 @@ impl EngineConfig {
         self
     }
 
-    /// Keeps precompiled artifacts in `dir`, so a module compiled once is loaded from disk
-    /// by later engines with the same configuration.
-    pub fn disk_cache(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.disk_cache = Some(dir.into());
+    /// Keeps precompiled artifacts in `dir`, authenticated with `key`, so a module compiled
+    /// once is loaded from disk by later engines with the same configuration and key.
+    ///
+    /// A cached artifact is native code that the engine runs without compiling it again,
+    /// so every file is checked before it is loaded: its header must name this module and
+    /// this engine configuration, and its HMAC-SHA-256 must be the one `key` gives. A file
+    /// that fails (altered, truncated, written by someone without the key, or a genuine
+    /// artifact of another module put under this one's name) is never run: it is counted in
+    /// [`EngineStats::disk_rejects`], logged at warn, and the module is compiled and the
+    /// file rewritten. Files are opened without following symbolic links and written
+    /// through a temporary file renamed into place; temporary files that a crash left behind
+    /// are removed when the engine opens the folder.
+    ///
+    /// What must be trusted:
+    ///
+    /// - the key: whoever can read it can write files this engine will run. Keep it outside
+    ///   `dir` (an engine refuses a key file inside it), readable only by the user that runs
+    ///   Caxton ([`DiskCacheKey::load_or_create`] makes and checks such a file);
+    /// - that user and root, who can read the key and write the folder;
+    /// - the folders above `dir` and above the key file: whoever can rename entries in them
+    ///   can put a folder or key of their own in place. The engine checks `dir` itself, not
+    ///   its parents.
+    ///
+    /// [`AgentEngine::new`] refuses (with [`EngineError::DiskCache`], naming the path) a
+    /// `dir` owned by another user or writable by its group or others. A missing `dir` is
+    /// created `0700`.
+    ///
+    /// Why a key must be given rather than found in a default place: a default key file
+    /// would sit in a place the host did not choose (and may not protect), and a silent
+    /// per-process key would make the cache useless across restarts, which is what it is
+    /// for. A host that wants it only within one run passes [`DiskCacheKey::ephemeral`].
+    pub fn disk_cache(mut self, dir: impl Into<PathBuf>, key: DiskCacheKey) -> Self {
+        self.disk_cache = Some((dir.into(), key));
         self
     }
 
@@ -224,14 +253,10 @@ pub enum EngineError {
         /// wasmtime's message.
         message: String,
     },
-    /// The disk cache folder could not be created.
-    #[error("the artifact cache folder {path} cannot be used: {message}")]
-    DiskCache {
-        /// The folder.
-        path: PathBuf,
-        /// The operating system's message.
-        message: String,
-    },
+    /// The disk cache folder cannot be used: it could not be created or read, another user
+    /// owns it, its group or others may write it, or its key is inside it.
+    #[error(transparent)]
+    DiskCache(Arc<DiskCacheError>),
 }
 
 /// Why a module could not be made into a compiled agent.
@@ -294,7 +319,8 @@ pub struct EngineStats {
     pub memory_hits: u64,
     /// Compilations answered by the disk cache.
     pub disk_hits: u64,
-    /// Cache files found but not loaded (corrupt, truncated, foreign or incompatible).
+    /// Cache files found but not loaded (corrupt, truncated, foreign, incompatible, not
+    /// authenticated by the cache's key, or a symbolic link).
     pub disk_rejects: u64,
     /// Cache files written.
     pub disk_writes: u64,
@@ -446,14 +472,10 @@ impl AgentEngine {
         })?;
         let disk = match &config.disk_cache {
             None => None,
-            Some(dir) => {
-                Some(
-                    DiskCache::open(dir, &engine).map_err(|err| EngineError::DiskCache {
-                        path: dir.clone(),
-                        message: err.to_string(),
-                    })?,
-                )
-            }
+            Some((dir, key)) => Some(
+                DiskCache::open(dir, &engine, key)
+                    .map_err(|err| EngineError::DiskCache(Arc::new(err)))?,
+            ),
         };
         let ticker = Ticker::start(engine.clone(), config.epoch_tick).map_err(|err| {
             EngineError::Wasmtime {

@@ -88,6 +88,7 @@ mod runtime;
 pub use abi::AbiViolation;
 pub use compiled::CompiledAgent;
 pub use config::{ConfigLayers, ConfigSource};
+pub use disk_cache::{DiskCacheError, DiskCacheKey};
 pub use engine::{
     AGENT_WASM_FEATURES, AgentEngine, Allocation, CachePolicy, CompileError, EngineConfig,
     EngineError, EngineStats, PoolingConfig,

@@ -8,11 +8,20 @@ use std::sync::Arc;
 
 use caxton_core::{AgentRuntime, Digest};
 use caxton_wasm::fixtures::Fixture;
-use caxton_wasm::{AgentEngine, Allocation, CachePolicy, EngineConfig, PoolingConfig, WasmRuntime};
+use caxton_wasm::{
+    AgentEngine, Allocation, CachePolicy, DiskCacheKey, EngineConfig, PoolingConfig, WasmRuntime,
+};
 use common::*;
 
+/// One key for every engine of a test run, as one host would have.
+fn key() -> DiskCacheKey {
+    static KEY: std::sync::OnceLock<DiskCacheKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| DiskCacheKey::ephemeral().unwrap())
+        .clone()
+}
+
 fn disk_engine(dir: &std::path::Path) -> AgentEngine {
-    engine_with(EngineConfig::default().disk_cache(dir))
+    engine_with(EngineConfig::default().disk_cache(dir, key()))
 }
 
 #[test]
@@ -163,7 +172,7 @@ fn an_artifact_of_an_incompatible_engine_is_recompiled() {
     let metering = engine_with(
         EngineConfig::default()
             .fuel_metering(true)
-            .disk_cache(dir.path()),
+            .disk_cache(dir.path(), key()),
     );
     // Different configurations keep different files…
     let plain_path = plain.disk_cache_path(&digest).unwrap();

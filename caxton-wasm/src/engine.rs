@@ -204,7 +204,6 @@ impl EngineConfig {
             pool.total_core_instances(pooling.max_instances)
                 .total_memories(pooling.max_instances)
                 .total_tables(pooling.max_instances)
-                .total_gc_heaps(pooling.max_instances)
                 .total_component_instances(pooling.max_instances)
                 .max_memory_size(pooling.max_memory_bytes)
                 .table_elements(pooling.max_table_elements)
@@ -215,10 +214,50 @@ impl EngineConfig {
     }
 }
 
-/// The WebAssembly features every agent engine accepts: those of WebAssembly 3.0 (GC,
-/// exceptions, tail calls, memory64, multi-memory, relaxed SIMD, threads, …), the set
-/// wasmtime enables by default. `caxton-validate` checks modules against this same set.
-pub const AGENT_WASM_FEATURES: wasmtime::WasmFeatures = wasmtime::WasmFeatures::WASM3;
+/// The WebAssembly features every agent engine accepts: those of WebAssembly 3.0 (tail
+/// calls, memory64, multi-memory, relaxed SIMD, threads, typed function references, …)
+/// except garbage collection and exception handling. `caxton-validate` checks modules
+/// against this same set.
+///
+/// GC objects (structs, arrays, `externref`, `anyref`, …) and exception objects live in a
+/// garbage-collected heap beside linear memory, which neither the memory limit, nor
+/// [`MessageStats::memory_bytes`](crate::MessageStats::memory_bytes), nor validation's
+/// peak memory counts. Agents do not need it: the agent ABI passes bytes through the
+/// exported linear memory, and agents keep their data there. So the GC proposal is off
+/// (and wasmtime is built without its collector), and a module that uses GC types or
+/// exceptions is refused when it is compiled ([`CompileError::UnsupportedFeature`]) and by
+/// validation's static stage (decision 17 in `docs/decisions.md`).
+pub const AGENT_WASM_FEATURES: wasmtime::WasmFeatures =
+    wasmtime::WasmFeatures::WASM3.difference(LEFT_OUT_FEATURES);
+
+/// What WebAssembly 3.0 has that agents may not use (see [`AGENT_WASM_FEATURES`]).
+/// `GC_TYPES` is wasmparser's switch for the types that need a collector; wasmtime needs
+/// one for exceptions too.
+const LEFT_OUT_FEATURES: wasmtime::WasmFeatures = wasmtime::WasmFeatures::GC
+    .union(wasmtime::WasmFeatures::GC_TYPES)
+    .union(wasmtime::WasmFeatures::EXCEPTIONS);
+
+/// Names what a module that failed to compile uses of [`LEFT_OUT_FEATURES`], when that is
+/// why it failed: `None` when it is invalid for another reason.
+fn left_out_feature(module: &[u8]) -> Option<&'static str> {
+    use wasmtime::WasmFeatures;
+    let valid_with = |extra: WasmFeatures| {
+        wasmparser::Validator::new_with_features(AGENT_WASM_FEATURES | extra)
+            .validate_all(module)
+            .is_ok()
+    };
+    if valid_with(WasmFeatures::EXCEPTIONS) {
+        Some(
+            "WebAssembly exception handling (its exception objects live in a garbage-collected heap)",
+        )
+    } else if valid_with(WasmFeatures::GC | WasmFeatures::GC_TYPES) {
+        Some("WebAssembly garbage collection (GC types such as struct, array, externref or anyref)")
+    } else if valid_with(LEFT_OUT_FEATURES) {
+        Some("WebAssembly garbage collection and exception handling")
+    } else {
+        None
+    }
+}
 
 /// Which instance allocator an engine uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +307,20 @@ pub enum CompileError {
     Invalid {
         /// The module's digest.
         digest: Digest,
+        /// The compiler's message.
+        message: String,
+    },
+    /// The module uses a WebAssembly feature agents may not use: garbage collection or
+    /// exception handling (see [`AGENT_WASM_FEATURES`]).
+    #[error(
+        "module {digest} uses {feature}, which Caxton does not run: agents keep their data in \
+         linear memory, where the memory limit and statistics count it ({message})"
+    )]
+    UnsupportedFeature {
+        /// The module's digest.
+        digest: Digest,
+        /// The feature, for people.
+        feature: &'static str,
         /// The compiler's message.
         message: String,
     },
@@ -669,11 +722,17 @@ impl AgentEngine {
             }
             None => {
                 inner.counters.compiles.fetch_add(1, Ordering::Relaxed);
-                let compiled =
-                    Module::from_binary(engine, module).map_err(|err| CompileError::Invalid {
-                        digest,
-                        message: format!("{err:#}"),
-                    })?;
+                let compiled = Module::from_binary(engine, module).map_err(|err| {
+                    let message = format!("{err:#}");
+                    match left_out_feature(module) {
+                        Some(feature) => CompileError::UnsupportedFeature {
+                            digest,
+                            feature,
+                            message,
+                        },
+                        None => CompileError::Invalid { digest, message },
+                    }
+                })?;
                 if let Some(disk) = disk {
                     self.write_artifact(disk, &digest, &compiled);
                 }

@@ -697,6 +697,11 @@ impl WasmRuntime {
                     deployment: deployment.clone(),
                     message,
                 },
+                // The whole text: it says which feature and why agents may not use it.
+                err @ CompileError::UnsupportedFeature { .. } => AgentError::Compile {
+                    deployment: deployment.clone(),
+                    message: err.to_string(),
+                },
                 other => AgentError::AbiViolation {
                     deployment: deployment.clone(),
                     message: other.to_string(),

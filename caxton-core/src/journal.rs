@@ -191,12 +191,19 @@ impl RolloutJournal for MemoryJournal {
             .open
             .iter()
             .map(|(agent, deployment)| {
-                state
+                let all: Vec<JournalEntry> = state
                     .entries
                     .iter()
                     .filter(|e| &e.agent == agent && &e.deployment == deployment)
                     .cloned()
-                    .collect()
+                    .collect();
+                // Only the open rollout: from its own `started` on (a deployment may have
+                // been rolled out before).
+                let from = all
+                    .iter()
+                    .rposition(|e| matches!(e.record, JournalRecord::Started { .. }))
+                    .unwrap_or(0);
+                all[from..].to_vec()
             })
             .collect();
         rollouts.sort_by_key(|entries: &Vec<JournalEntry>| entries.first().map(|e| e.seq));

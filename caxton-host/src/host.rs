@@ -129,6 +129,9 @@ impl EventHub {
 #[derive(Debug, Clone)]
 pub(crate) struct AgentState {
     pub(crate) sessions: SessionMode,
+    /// Whether messages are recorded as observations for the gates: while a rollout of
+    /// the agent runs (shared with its slot).
+    pub(crate) observed: Arc<std::sync::atomic::AtomicBool>,
     /// The agent's message metrics, registered once so a message does not build their
     /// keys. Registered with the recorder installed when the agent was first seen.
     pub(crate) meters: AgentMeters,
@@ -153,6 +156,7 @@ impl AgentState {
         };
         AgentState {
             sessions,
+            observed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             meters: AgentMeters {
                 ok: counter("ok"),
                 app_error: counter("app_error"),
@@ -194,10 +198,13 @@ pub(crate) struct Inner {
     pub(crate) metrics: InMemoryMetrics,
     pub(crate) clock: Arc<dyn Clock>,
     risk: Arc<dyn RiskPolicy>,
-    pub(crate) agents: DashMap<AgentId, AgentState>,
+    pub(crate) agents: DashMap<AgentId, AgentState, foldhash::fast::RandomState>,
     /// Which agent each deployment loaded in the runtime belongs to.
     loaded: DashMap<DeploymentId, AgentId>,
     pub(crate) rollouts: DashMap<AgentId, Arc<RolloutSlot>>,
+    /// The production each agent had before its current one: where a rollback goes first,
+    /// without listing the agent's deployments.
+    pub(crate) previous: DashMap<AgentId, DeploymentId, foldhash::fast::RandomState>,
     pub(crate) reports: DashMap<DeploymentId, Arc<ValidationReport>>,
     pub(crate) events: EventHub,
     pub(crate) shadow: ShadowQueue,
@@ -208,6 +215,8 @@ pub(crate) struct Inner {
     ids: AtomicU64,
     /// Dropped with the host: stops the maintenance thread.
     _maintenance: Option<std_mpsc::Sender<()>>,
+    /// Deployments to take out of the router and the runtime, off the caller's path.
+    retirements: Mutex<std_mpsc::Sender<DeploymentId>>,
 }
 
 /// The host. Cheap to clone (clones share everything); every method takes `&self`.
@@ -431,6 +440,7 @@ impl HostBuilder {
             clock.clone(),
         );
         let (stop, stopped) = std_mpsc::channel::<()>();
+        let (retire, retirements) = std_mpsc::channel::<DeploymentId>();
         let inner = Arc::new(Inner {
             store: self
                 .store
@@ -449,9 +459,10 @@ impl HostBuilder {
             metrics,
             clock,
             risk: self.risk,
-            agents: DashMap::new(),
+            agents: DashMap::default(),
             loaded: DashMap::new(),
             rollouts: DashMap::new(),
+            previous: DashMap::default(),
             reports: DashMap::new(),
             events: EventHub::default(),
             shadow,
@@ -461,8 +472,10 @@ impl HostBuilder {
             rollout_max_duration: self.rollout_max_duration,
             ids: AtomicU64::new(0),
             _maintenance: Some(stop),
+            retirements: Mutex::new(retire),
         });
         start_maintenance(Arc::downgrade(&inner), stopped, self.maintenance_interval);
+        start_retirements(Arc::downgrade(&inner), retirements);
         Ok(Host { inner })
     }
 }
@@ -479,6 +492,22 @@ fn start_maintenance(inner: Weak<Inner>, stopped: std_mpsc::Receiver<()>, every:
         });
     if let Err(error) = spawned {
         tracing::error!(%error, "the maintenance thread could not start; idle sessions are purged only as new ones start");
+    }
+}
+
+/// Takes deployments out of the router and the runtime as they are queued: waiting for
+/// their messages in flight happens here, never on a caller's thread.
+fn start_retirements(inner: Weak<Inner>, queue: std_mpsc::Receiver<DeploymentId>) {
+    let spawned = std::thread::Builder::new()
+        .name("caxton-retire".to_owned())
+        .spawn(move || {
+            while let Ok(deployment) = queue.recv() {
+                let Some(inner) = inner.upgrade() else { return };
+                inner.take_out(&deployment);
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "the retirement thread could not start; retired versions are unloaded on the caller's thread");
     }
 }
 
@@ -572,6 +601,14 @@ impl Inner {
         let inner = Arc::clone(self);
         let slot = Arc::clone(slot);
         let agent = agent.clone();
+        // The gates read observations of the agent's messages from now until it ends.
+        let observed = self
+            .agents
+            .get(&agent)
+            .map(|state| Arc::clone(&state.observed));
+        if let Some(observed) = &observed {
+            observed.store(true, Ordering::Relaxed);
+        }
         std::thread::Builder::new()
             .name(format!("caxton-rollout-{agent}"))
             .spawn(move || {
@@ -584,6 +621,9 @@ impl Inner {
                         outcome = ?report.outcome,
                         "rollout finished"
                     );
+                }
+                if let Some(observed) = &observed {
+                    observed.store(false, Ordering::Relaxed);
                 }
                 // Free the slot before telling waiters, so a waiter may deploy again at once.
                 inner
@@ -642,12 +682,14 @@ impl Inner {
     /// Takes a deployment out of the router and the runtime: pinned sessions move at once,
     /// messages in flight finish, then it is unloaded. Runs off the caller's thread.
     fn retire_out_of_band(self: &Arc<Self>, deployment: DeploymentId) {
-        let inner = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("caxton-retire".to_owned())
-            .spawn(move || inner.take_out(&deployment));
-        if let Err(error) = spawned {
-            tracing::warn!(%error, "could not start a thread to unload a retired deployment");
+        let queued = self
+            .retirements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(deployment);
+        if let Err(std_mpsc::SendError(deployment)) = queued {
+            // No worker (it could not start): do it here.
+            self.take_out(&deployment);
         }
     }
 
@@ -1241,6 +1283,7 @@ impl Host {
         inner.set_version_active(agent, &promotion.promoted, true);
         if let Some(previous) = &promotion.previous {
             inner.set_version_active(agent, previous, false);
+            inner.previous.insert(agent.clone(), previous.id.clone());
         }
         // The production just replaced stays live for an instant rollback; earlier ones
         // that were kept live the same way are retired now, so they do not pile up.
@@ -1419,6 +1462,7 @@ impl Host {
             at: Instant::now(),
         });
         let took = started.elapsed();
+        inner.previous.remove(agent);
         inner.retire_out_of_band(deployment.clone());
         metrics::counter!("caxton_deployment_rollback_total", "reason" => "operator").increment(1);
         inner.set_version_active(agent, &rollback.rolled_back, false);
@@ -1446,6 +1490,16 @@ impl Host {
         agent: &AgentId,
         current: &Deployment,
     ) -> Result<Deployment, HostError> {
+        let hint = self.inner.previous.get(agent).map(|id| id.clone());
+        if let Some(hint) = hint
+            && hint != current.id
+            && let Ok(previous) = self.inner.store.get(agent, &hint).await
+            && previous.state == LifecycleState::Running
+            && !previous.is_deleted()
+            && previous.promoted_at.is_some()
+        {
+            return Ok(previous);
+        }
         let mut candidates: Vec<Deployment> = self
             .inner
             .all_deployments(agent, false)

@@ -156,10 +156,19 @@ impl TrafficControl for HostTraffic {
         agent: &AgentId,
         deployment: &DeploymentId,
     ) -> Result<(), TrafficError> {
+        let before = self
+            .inner
+            .router
+            .agent_route(agent)
+            .ok()
+            .and_then(|route| route.production().cloned());
         self.timed("promote", agent, || {
             self.inner.router.promote(agent, deployment)
-        })
-        .map_err(Into::into)
+        })?;
+        if let Some(before) = before.filter(|before| before != deployment) {
+            self.inner.previous.insert(agent.clone(), before);
+        }
+        Ok(())
     }
 
     async fn set_split(&self, agent: &AgentId, split: &Split) -> Result<(), TrafficError> {

@@ -40,8 +40,10 @@ pub fn is_error_reply(reply: &[u8]) -> bool {
         #[serde(borrow)]
         kind: &'a str,
     }
-    // Cheap first look: most replies are not errors and need no parse.
-    if !reply.windows(7).any(|w| w == b"\"error\"") {
+    // Cheap first looks: an error reply is a JSON object naming "error"; most replies
+    // are not, and need no parse.
+    let first = reply.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') || memchr::memmem::find(reply, b"\"error\"").is_none() {
         return false;
     }
     serde_json::from_slice::<Kind<'_>>(reply).is_ok_and(|k| k.kind == "error")
@@ -58,23 +60,26 @@ impl Inner {
         message: &[u8],
     ) -> Result<Delivery, SendError> {
         let deployment = decision.deployment();
-        let state = self.agents.get(agent);
-        let stateful = state
-            .as_ref()
-            .is_some_and(|a| a.sessions == SessionMode::Sessions);
-        let meters = state.as_ref().map(|a| a.meters.clone());
-        drop(state);
+        let (stateful, observed, meters) = match self.agents.get(agent) {
+            Some(state) => (
+                state.sessions == SessionMode::Sessions,
+                state.observed.load(std::sync::atomic::Ordering::Relaxed),
+                Some(state.meters.clone()),
+            ),
+            None => (false, true, None),
+        };
         let runtime_session = if stateful { session } else { None };
         let result = self.runtime.handle(deployment, runtime_session, message);
-        let now = self.clock.now();
         let reply = match result {
             Ok(reply) => reply,
             Err(error) => {
-                let mut observation = Observation::failed(now, Duration::ZERO);
-                if let Some(session) = session {
-                    observation = observation.in_session(session.clone());
+                if observed {
+                    let mut observation = Observation::failed(self.clock.now(), Duration::ZERO);
+                    if let Some(session) = session {
+                        observation = observation.in_session(session.clone());
+                    }
+                    self.metrics.record(deployment, observation);
                 }
-                self.metrics.record(deployment, observation);
                 if let Some(meters) = &meters {
                     meters.failed.increment(1);
                 }
@@ -82,16 +87,20 @@ impl Inner {
             }
         };
         let app_error = is_error_reply(&reply.bytes);
-        let mut observation = Observation::ok(now, reply.stats.latency);
-        observation.error = app_error;
-        if let Some(session) = session {
-            observation = observation.in_session(session.clone());
+        // The gates read observations only while a rollout of the agent runs; between
+        // rollouts the message costs no observation (the counters below still count it).
+        if observed {
+            let mut observation = Observation::ok(self.clock.now(), reply.stats.latency);
+            observation.error = app_error;
+            if let Some(session) = session {
+                observation = observation.in_session(session.clone());
+            }
+            if let Some(fuel) = reply.stats.fuel_consumed {
+                observation = observation.with_metric(FUEL_METRIC, fuel as f64);
+            }
+            observation = observation.with_metric(MEMORY_METRIC, reply.stats.memory_bytes as f64);
+            self.metrics.record(deployment, observation);
         }
-        if let Some(fuel) = reply.stats.fuel_consumed {
-            observation = observation.with_metric(FUEL_METRIC, fuel as f64);
-        }
-        observation = observation.with_metric(MEMORY_METRIC, reply.stats.memory_bytes as f64);
-        self.metrics.record(deployment, observation);
         if let Some(meters) = &meters {
             if app_error {
                 meters.app_error.increment(1);

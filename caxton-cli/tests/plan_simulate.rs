@@ -73,12 +73,42 @@ fn plan_prints_the_timeline_of_a_yaml_spec() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.starts_with("→ Plan: canary rollout, 25m30s"), "{text}");
+    // Every gate that decides is listed with its interval and data threshold; the spec
+    // names no judge, so none is listed.
     assert!(
-        text.contains("error_rate > 1% or p99_latency > 100ms"),
+        text.contains("condition error_rate > 1%, every 1m once 100 requests are in"),
         "{text}"
     );
-    assert!(text.contains("     5m  canary 25% for 10m"), "{text}");
+    assert!(
+        text.contains("condition p99_latency > 100ms, every 1m once 100 requests are in"),
+        "{text}"
+    );
+    assert!(!text.contains("judge"), "{text}");
+    assert!(text.contains("     5m  canary 25% for 10m\n"), "{text}");
     assert!(text.contains("    25m  promote to 100%"), "{text}");
+}
+
+#[test]
+fn plan_shows_the_judge_when_the_spec_turns_it_on() {
+    let spec = spec_file(&format!("{SPEC}  judge: {{ latency: 10% }}\n"), ".yaml");
+    let output = caxton(&["plan", spec.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("judge candidate latency worse than the baseline's by more than 10%"),
+        "{text}"
+    );
+    let output = caxton(&["plan", spec.path().to_str().unwrap(), "--json"]);
+    let plan = &json_lines(&output)[0];
+    let kinds: Vec<&str> = plan["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["condition", "condition", "judge"]);
+    assert_eq!(plan["gates"][0]["check_interval_s"], 60.0);
+    assert_eq!(plan["gates"][2]["min_requests"], 100);
 }
 
 #[test]

@@ -108,7 +108,8 @@ pub struct Gates {
     /// How long an old deployment may take to drain before it is closed (default 30 s).
     #[serde(with = "serde_text")]
     pub drain_timeout: Duration,
-    /// The statistical judge for latency; `None` turns the comparison off.
+    /// The statistical judge for latency; `None` (the default) leaves it out. Only what
+    /// the spec names decides, so the judge is on only when a spec asks for it.
     pub judge: Option<Judge>,
 }
 
@@ -121,7 +122,7 @@ impl Default for Gates {
             max_extension: Duration::from_secs(600),
             pause_timeout: Duration::from_secs(3_600),
             drain_timeout: Duration::from_secs(30),
-            judge: Some(Judge::default()),
+            judge: None,
         }
     }
 }
@@ -362,10 +363,7 @@ impl Default for BlueGreenConfig {
         BlueGreenConfig {
             preflight: Preflight::default(),
             cleanup: Duration::from_secs(300),
-            gates: Gates {
-                judge: None,
-                ..Gates::default()
-            },
+            gates: Gates::default(),
         }
     }
 }
@@ -426,10 +424,7 @@ impl Default for RainbowConfig {
             max_live_versions: 3,
             session_idle_timeout: Duration::from_secs(30 * 60),
             forced_drain_after: Duration::from_secs(24 * 3_600),
-            gates: Gates {
-                judge: None,
-                ..Gates::default()
-            },
+            gates: Gates::default(),
             steps: None,
         }
     }

@@ -43,6 +43,22 @@ pub struct PlanJudge {
     pub min_samples: usize,
 }
 
+/// One gate that decides a rollout: a rollback condition or the judge.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanGate {
+    /// `condition` or `judge`.
+    pub kind: &'static str,
+    /// What it checks, for people: `error_rate > 1%`, or the judge's settings.
+    pub rule: String,
+    /// When it is checked: `every check interval` or `at the end of each hold`.
+    pub when: String,
+    /// How often it is checked, in seconds (conditions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_interval_s: Option<f64>,
+    /// Requests the candidate must have handled in the step before the gate may decide.
+    pub min_requests: u64,
+}
+
 /// A rollout's plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
@@ -63,6 +79,9 @@ pub struct Plan {
     /// The statistical judge, when on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub judge: Option<PlanJudge>,
+    /// Every gate that can roll the rollout back, and nothing else: the spec's conditions
+    /// and, when the spec turns it on, the judge.
+    pub gates: Vec<PlanGate>,
     /// The timeline's length without extensions or pauses, in seconds.
     pub nominal_duration_s: f64,
     /// How the rollout deals with thin data, pauses and deadlines.
@@ -84,6 +103,7 @@ impl Plan {
             check_interval_s: None,
             min_requests: None,
             judge: None,
+            gates: Vec::new(),
             nominal_duration_s: 0.0,
             notes: Vec::new(),
         };
@@ -94,7 +114,11 @@ impl Plan {
                 StrategyConfig::Rainbow(rainbow) => rainbow.steps.is_some(),
                 _ => false,
             };
-            plan.gates(gates, holds);
+            let judged = matches!(
+                strategy,
+                StrategyConfig::Canary(_) | StrategyConfig::Rainbow(_)
+            ) && holds;
+            plan.gates(gates, holds, judged);
         }
         let mut at = 0.0;
         let mut push = |plan: &mut Plan,
@@ -295,7 +319,9 @@ impl Plan {
         plan
     }
 
-    fn gates(&mut self, gates: &Gates, holds: bool) {
+    /// Records the gates; `judged` says whether the strategy runs the judge at the end of
+    /// its holds (a shadow's judge compares only in its report, listed with its steps).
+    fn gates(&mut self, gates: &Gates, holds: bool, judged: bool) {
         self.rollback_on = gates.rollback_on.iter().map(|c| c.to_string()).collect();
         self.check_interval_s = Some(gates.check_interval.as_secs_f64());
         self.min_requests = Some(gates.min_requests);
@@ -304,9 +330,40 @@ impl Plan {
             tolerance: j.tolerance(),
             min_samples: j.min_samples(),
         });
+        let every = HumanDuration(gates.check_interval);
+        self.gates = gates
+            .rollback_on
+            .iter()
+            .map(|condition| PlanGate {
+                kind: "condition",
+                rule: condition.to_string(),
+                when: format!("every {every}"),
+                check_interval_s: Some(gates.check_interval.as_secs_f64()),
+                min_requests: gates.min_requests,
+            })
+            .collect();
+        if let (true, Some(judge)) = (judged, gates.judge) {
+            self.gates.push(PlanGate {
+                kind: "judge",
+                rule: format!(
+                    "candidate latency worse than the baseline's by more than {}% (Mann-Whitney, {}% confidence, at least {} samples a side)",
+                    round(judge.tolerance() * 100.0),
+                    round(judge.confidence() * 100.0),
+                    judge.min_samples()
+                ),
+                when: "at the end of each hold".to_owned(),
+                check_interval_s: None,
+                min_requests: gates.min_requests,
+            });
+        }
         if holds {
+            let wanting = if self.gates.iter().any(|g| g.kind == "judge") {
+                "too little traffic or an inconclusive judgement"
+            } else {
+                "too little traffic"
+            };
             self.notes.push(format!(
-                "too little traffic or an inconclusive judgement extends a hold by up to {}, then the rollout pauses for a person",
+                "{wanting} extends a hold by up to {}, then the rollout pauses for a person",
                 HumanDuration(gates.max_extension)
             ));
         }
@@ -327,17 +384,18 @@ impl Plan {
             )),
             HumanDuration(std::time::Duration::from_secs_f64(self.preflight.warm_up_s)),
         )];
-        if let Some(interval) = self.check_interval_s {
-            header.push(if self.rollback_on.is_empty() {
-                "No rollback conditions".to_owned()
+        if self.check_interval_s.is_some() {
+            if self.gates.is_empty() {
+                header.push("No gate decides: no rollback conditions, no judge".to_owned());
             } else {
-                format!(
-                    "Rollback if {}, checked every {} once {} requests are in",
-                    self.rollback_on.join(" or "),
-                    HumanDuration(std::time::Duration::from_secs_f64(interval)),
-                    self.min_requests.unwrap_or(0)
-                )
-            });
+                header.push("Gates that decide (nothing else rolls back):".to_owned());
+                for gate in &self.gates {
+                    header.push(format!(
+                        "  {} {}, {} once {} requests are in",
+                        gate.kind, gate.rule, gate.when, gate.min_requests
+                    ));
+                }
+            }
         }
         let steps = self
             .steps
@@ -399,6 +457,36 @@ mod tests {
             header[0]
         );
         assert_eq!(steps[1].0, "5m");
+    }
+
+    #[test]
+    fn the_plan_lists_every_gate_that_decides_and_the_judge_only_when_asked_for() {
+        let yaml = "deployment:\n  strategy: canary\n  check_interval: 30s\n  min_requests: 50\n  rollback_on: [error_rate > 1%, p99_latency > 100ms]\n";
+        let plan = Plan::of(&RolloutSpec::from_yaml(yaml).unwrap().strategy);
+        let kinds: Vec<&str> = plan.gates.iter().map(|g| g.kind).collect();
+        assert_eq!(kinds, ["condition", "condition"]);
+        assert_eq!(plan.gates[0].rule, "error_rate > 1%");
+        assert_eq!(plan.gates[1].check_interval_s, Some(30.0));
+        assert!(plan.gates.iter().all(|g| g.min_requests == 50));
+        assert!(plan.judge.is_none());
+        let (header, _) = plan.human();
+        assert!(
+            header
+                .iter()
+                .any(|l| l.contains("error_rate > 1%, every 30s once 50 requests are in")),
+            "{header:?}"
+        );
+        assert!(!header.iter().any(|l| l.contains("judge")), "{header:?}");
+
+        let judged = format!("{yaml}  judge: {{ latency: 10% }}\n");
+        let plan = Plan::of(&RolloutSpec::from_yaml(&judged).unwrap().strategy);
+        let judge = plan.gates.last().unwrap();
+        assert_eq!(judge.kind, "judge");
+        assert!(judge.rule.contains("10%"), "{}", judge.rule);
+        assert_eq!(judge.when, "at the end of each hold");
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["gates"].as_array().unwrap().len(), 3);
+        assert_eq!(json["gates"][2]["kind"], "judge");
     }
 
     #[test]

@@ -22,8 +22,10 @@
 //! `forced_drain_after` and, to ramp the share of new sessions before the switch, the
 //! canary stages (`- canary: { weight: 5%, hold: 5m }` … `- full: 100%`). Every
 //! strategy with gates also takes `check_interval`, `min_requests`, `max_extension`,
-//! `pause_timeout`, `drain_timeout` and (canary and shadow) `judge: { confidence: 95%,
-//! tolerance: 10%, min_samples: 20 }` or `judge: off`.
+//! `pause_timeout` and `drain_timeout`. Only the gates a spec names decide: the
+//! Mann-Whitney latency judge (canary and shadow) is off unless the spec turns it on with
+//! `judge: { latency: 10% }` (the latency regression it tolerates) or `judge: {
+//! confidence: 95%, tolerance: 10%, min_samples: 20 }`; `judge: off` is accepted too.
 //! A wrong field, strategy, unit or expression is an error that names it and where it is.
 //! Durations are written `30s`, `5m`, `1h30m`, `100ms`, `2d` or as a bare number of
 //! seconds, and none may be longer than 365 days
@@ -318,6 +320,10 @@ impl<'de> Deserialize<'de> for Fraction {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawJudge {
+    /// `judge: { latency: 10% }`: the tolerated latency regression, the short form of
+    /// `tolerance`.
+    #[serde(default)]
+    latency: Option<Fraction>,
     #[serde(default)]
     confidence: Option<Fraction>,
     #[serde(default)]
@@ -340,11 +346,14 @@ impl<'de> Deserialize<'de> for JudgeSetting {
         impl<'de> Visitor<'de> for JudgeVisitor {
             type Value = JudgeSetting;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`off` or a map with confidence, tolerance, min_samples, method")
+                f.write_str(
+                    "`off` or a map with latency, confidence, tolerance, min_samples, method",
+                )
             }
             fn visit_bool<E: de::Error>(self, on: bool) -> Result<JudgeSetting, E> {
                 if on {
                     Ok(JudgeSetting::On(RawJudge {
+                        latency: None,
                         confidence: None,
                         tolerance: None,
                         min_samples: None,
@@ -667,10 +676,22 @@ impl RawDeployment {
                         .with_confidence(confidence)
                         .map_err(|e| invalid(format!("{path}.confidence"), e.to_string()))?;
                 }
-                if let Some(Fraction(tolerance)) = raw.tolerance {
+                // `latency` is the short name of `tolerance`; both at once would be ambiguous.
+                let tolerance = match (raw.latency, raw.tolerance) {
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            format!("{path}.latency"),
+                            "give `latency` or `tolerance`, not both: they are the same setting",
+                        ));
+                    }
+                    (Some(latency), None) => Some(("latency", latency)),
+                    (None, Some(tolerance)) => Some(("tolerance", tolerance)),
+                    (None, None) => None,
+                };
+                if let Some((field, Fraction(tolerance))) = tolerance {
                     judge = judge
                         .with_tolerance(tolerance)
-                        .map_err(|e| invalid(format!("{path}.tolerance"), e.to_string()))?;
+                        .map_err(|e| invalid(format!("{path}.{field}"), e.to_string()))?;
                 }
                 if let Some(min) = raw.min_samples {
                     judge = judge

@@ -195,6 +195,50 @@ fn judge_settings_are_read_and_can_be_turned_off() {
     assert!(off.strategy.gates().unwrap().judge.is_none());
 }
 
+#[test]
+fn no_judge_key_means_no_judge_for_every_strategy() {
+    for yaml in [
+        ADR_CANARY,
+        "deployment:\n  strategy: canary\n",
+        "deployment:\n  strategy: blue-green\n",
+        "deployment:\n  strategy: shadow\n",
+        "deployment:\n  strategy: rainbow\n",
+    ] {
+        let spec = RolloutSpec::from_yaml(yaml).unwrap();
+        if let Some(gates) = spec.strategy.gates() {
+            assert!(gates.judge.is_none(), "{yaml}");
+        }
+    }
+    let compact = RolloutSpec::from_compact(Some("5:5m"), Some("error_rate>1%")).unwrap();
+    assert!(compact.strategy.gates().unwrap().judge.is_none());
+}
+
+#[test]
+fn judge_latency_turns_the_judge_on_with_that_tolerance() {
+    let spec =
+        RolloutSpec::from_yaml("deployment:\n  strategy: canary\n  judge: { latency: 15% }\n")
+            .unwrap();
+    let judge = spec.strategy.gates().unwrap().judge.unwrap();
+    assert!((judge.tolerance() - 0.15).abs() < 1e-12);
+    assert!((judge.confidence() - 0.95).abs() < 1e-12);
+    let json = RolloutSpec::from_json(
+        r#"{"deployment": {"strategy": "shadow", "judge": {"latency": "10%"}}}"#,
+    )
+    .unwrap();
+    assert!(json.strategy.gates().unwrap().judge.is_some());
+    let both =
+        yaml_error("deployment:\n  strategy: canary\n  judge: { latency: 10%, tolerance: 5% }\n");
+    assert!(
+        both.to_string().contains("deployment.judge.latency"),
+        "{both}"
+    );
+    let negative = yaml_error("deployment:\n  strategy: canary\n  judge: { latency: -10% }\n");
+    assert!(
+        negative.to_string().contains("deployment.judge"),
+        "{negative}"
+    );
+}
+
 fn yaml_error(text: &str) -> SpecError {
     RolloutSpec::from_yaml(text).expect_err("the spec is wrong")
 }

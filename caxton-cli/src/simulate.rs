@@ -1,5 +1,9 @@
 //! `caxton simulate SPEC --baseline METRICS --candidate METRICS [--seed N] [--json]`:
 //! runs the rollout in virtual time against synthetic metrics and prints its timeline.
+//! With `--runs N` it runs N seeds (`--seed`, `--seed` + 1, …) instead and prints the
+//! share promoted, rolled back and aborted (paused with no decision), each with a 95 %
+//! Wilson interval, and the median and 90th percentile time to the decision: a what-if of
+//! the spec over many rollouts. It exits 0 once the batch has run, whatever the shares.
 //! A spec whose rollout could take more condition checks than the simulator runs
 //! ([`MAX_SIMULATED_CHECKS`](caxton_strategies::sim::MAX_SIMULATED_CHECKS), say a 100-day
 //! hold checked every millisecond) is refused at once, exit 2, naming the fields to change.
@@ -9,7 +13,7 @@ use std::time::Duration;
 
 use caxton_strategies::duration::HumanDuration;
 use caxton_strategies::event::{Mark as EventMark, RolloutEvent};
-use caxton_strategies::sim::{Simulation, SyntheticProfile};
+use caxton_strategies::sim::{BatchSummary, MAX_RUNS, OutcomeShare, Simulation, SyntheticProfile};
 use caxton_strategies::{EventSink, Outcome};
 use clap::Args;
 
@@ -27,10 +31,22 @@ pub(crate) struct SimulateArgs {
     /// How the new version behaves, e.g. "error_rate=0.2%,p99=45ms".
     #[arg(long, value_name = "METRICS")]
     candidate: String,
-    /// Seed of the synthetic metrics; the same seed gives the same timeline.
+    /// Seed of the synthetic metrics; the same seed gives the same timeline. With --runs,
+    /// the first seed of the batch.
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
-    /// Print one JSON event per line, the last one `finished`.
+    /// Run this many seeds (1 to 10000) and print the shares of each outcome instead of
+    /// one timeline.
+    // A negative count is taken as the flag's value, so the refusal names --runs.
+    #[arg(
+        long,
+        value_name = "N",
+        allow_hyphen_values = true,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_RUNS)
+    )]
+    runs: Option<u64>,
+    /// Print one JSON event per line, the last one `finished`; with --runs, one JSON
+    /// object with the shares.
     #[arg(long)]
     json: bool,
 }
@@ -75,6 +91,17 @@ pub(crate) fn run(args: SimulateArgs) -> CommandResult {
     // A spec the simulator refuses (too many checks to run) is refused before any output.
     let simulation = Simulation::new(spec, baseline, candidate).seed(args.seed);
     simulation.check().map_err(Failure::new)?;
+    if let Some(runs) = args.runs {
+        let summary = simulation.run_many(runs).map_err(Failure::new)?;
+        let printer = Printer::new();
+        if args.json {
+            printer.json(&summary);
+        } else {
+            print_summary(&printer, &args, &strategy, &summary);
+        }
+        printer.finish()?;
+        return Ok(Verdict::Positive);
+    }
     let timeline = Arc::new(Timeline {
         printer: Printer::new(),
         json: args.json,
@@ -97,4 +124,44 @@ pub(crate) fn run(args: SimulateArgs) -> CommandResult {
         Outcome::Promoted => Verdict::Positive,
         Outcome::RolledBack { .. } | Outcome::Aborted { .. } => Verdict::Negative,
     })
+}
+
+/// The batch's shares and decision times, for people.
+fn print_summary(printer: &Printer, args: &SimulateArgs, strategy: &str, summary: &BatchSummary) {
+    let last_seed = args.seed.wrapping_add(summary.runs - 1);
+    printer.progress(&format!(
+        "Simulated {} {} rollouts from {} (seeds {}..={}): baseline {}; candidate {}",
+        summary.runs,
+        strategy,
+        args.spec.describe(),
+        args.seed,
+        last_seed,
+        args.baseline,
+        args.candidate
+    ));
+    let share = |name: &str, outcome: &OutcomeShare| {
+        format!(
+            "{name:<12} {:>5} of {} ({:.1}%, 95% CI {:.1}%–{:.1}%)",
+            outcome.count,
+            summary.runs,
+            outcome.share * 100.0,
+            outcome.ci95[0] * 100.0,
+            outcome.ci95[1] * 100.0
+        )
+    };
+    printer.mark("  ", Mark::Done, &share("promoted", &summary.promoted));
+    printer.mark(
+        "  ",
+        Mark::Failed,
+        &share("rolled back", &summary.rolled_back),
+    );
+    printer.mark("  ", Mark::Failed, &share("aborted", &summary.aborted));
+    let time = |seconds: f64| {
+        HumanDuration(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX))
+    };
+    printer.line(&format!(
+        "  time to a decision: median {}, 90th percentile {}",
+        time(summary.median_decision_s),
+        time(summary.p90_decision_s)
+    ));
 }

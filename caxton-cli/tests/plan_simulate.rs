@@ -435,3 +435,121 @@ fn a_spec_over_the_size_limit_exits_2_naming_the_path_and_the_limit() {
     feeder.join().unwrap();
     assert_could_not_run(&output, &["standard input", "1048576 bytes"]);
 }
+
+/// `caxton simulate SPEC --runs N --json` for this candidate against the healthy baseline.
+fn simulate_runs(candidate: &str, runs: &str, extra: &[&str]) -> Output {
+    let spec = spec_file(SPEC, ".yaml");
+    let mut args = vec![
+        "simulate",
+        spec.path().to_str().unwrap(),
+        "--baseline",
+        "error_rate=0.2%,p99=40ms,rps=50",
+        "--candidate",
+        candidate,
+        "--runs",
+        runs,
+    ];
+    args.extend_from_slice(extra);
+    caxton(&args)
+}
+
+/// The shares of a `--runs --json` summary, after checking its shape.
+fn batch_summary(output: &Output, runs: u64) -> Value {
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
+    let lines = json_lines(output);
+    assert_eq!(lines.len(), 1, "one JSON object: {lines:?}");
+    let summary = lines[0].clone();
+    let keys: Vec<&str> = summary
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for key in [
+        "runs",
+        "promoted",
+        "rolled_back",
+        "aborted",
+        "median_decision_s",
+        "p90_decision_s",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {summary}");
+    }
+    assert_eq!(summary["runs"], runs);
+    let mut counts = 0;
+    let mut shares = 0.0;
+    for outcome in ["promoted", "rolled_back", "aborted"] {
+        let o = &summary[outcome];
+        let share = o["share"].as_f64().unwrap();
+        let [lo, hi] = [
+            o["ci95"][0].as_f64().unwrap(),
+            o["ci95"][1].as_f64().unwrap(),
+        ];
+        assert!(0.0 <= lo && lo <= share && share <= hi && hi <= 1.0, "{o}");
+        counts += o["count"].as_u64().unwrap();
+        shares += share;
+    }
+    assert_eq!(counts, runs);
+    assert!((shares - 1.0).abs() < 1e-9, "shares sum to {shares}");
+    let (median, p90) = (
+        summary["median_decision_s"].as_f64().unwrap(),
+        summary["p90_decision_s"].as_f64().unwrap(),
+    );
+    assert!(0.0 <= median && median <= p90, "{summary}");
+    summary
+}
+
+#[test]
+fn simulate_runs_an_identical_candidate_and_mostly_promotes_it() {
+    let output = simulate_runs("error_rate=0.2%,p99=40ms", "60", &["--json"]);
+    let summary = batch_summary(&output, 60);
+    assert!(
+        summary["promoted"]["share"].as_f64().unwrap() > 0.8,
+        "{summary}"
+    );
+    // A promotion goes through every step: 5 + 10 + 10 minutes.
+    assert_eq!(summary["median_decision_s"], 1500.0);
+}
+
+#[test]
+fn simulate_runs_a_three_percent_error_candidate_and_rolls_it_back() {
+    let output = simulate_runs(
+        "error_rate=3%,p99=40ms",
+        "60",
+        &["--json", "--seed", "1000"],
+    );
+    let summary = batch_summary(&output, 60);
+    assert_eq!(summary["rolled_back"]["count"], 60, "{summary}");
+    // Caught in the first step, long before the 25 minutes of a promotion.
+    assert!(
+        summary["p90_decision_s"].as_f64().unwrap() <= 300.0,
+        "{summary}"
+    );
+}
+
+#[test]
+fn simulate_runs_is_reproducible_and_reads_for_people() {
+    let json = |seed: &str| {
+        stdout(&simulate_runs(
+            "error_rate=0.3%,p99=45ms",
+            "20",
+            &["--json", "--seed", seed],
+        ))
+    };
+    assert_eq!(json("7"), json("7"));
+    let text = simulate_runs("error_rate=0.3%,p99=45ms", "20", &["--seed", "7"]);
+    assert_eq!(text.status.code(), Some(0), "{}", stderr(&text));
+    let text = stdout(&text);
+    assert!(text.contains("(seeds 7..=26)"), "{text}");
+    assert!(text.contains("promoted"), "{text}");
+    assert!(text.contains("95% CI"), "{text}");
+    assert!(text.contains("time to a decision: median"), "{text}");
+}
+
+#[test]
+fn simulate_with_a_bad_runs_exits_2_naming_the_flag() {
+    for bad in ["0", "10001", "-3", "many"] {
+        let output = simulate_runs("error_rate=0.2%,p99=40ms", bad, &["--json"]);
+        assert_could_not_run(&output, &["--runs"]);
+    }
+}

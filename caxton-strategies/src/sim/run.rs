@@ -186,6 +186,11 @@ impl Simulation {
         self
     }
 
+    /// The random seed (the first one of a batch).
+    pub(super) fn seed_value(&self) -> u64 {
+        self.seed
+    }
+
     /// Sets how sessions arrive and last (they matter once session affinity is on).
     pub fn sessions(mut self, model: SessionModel) -> Self {
         self.sessions = model;

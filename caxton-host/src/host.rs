@@ -742,18 +742,31 @@ impl Inner {
         .set(if active { 1.0 } else { 0.0 });
     }
 
-    fn new_id(&self, agent: &AgentId, label: &str, version: &VersionTuple) -> DeploymentId {
-        let n = self.ids.fetch_add(1, Ordering::Relaxed);
-        let seed = format!(
-            "{}|{}|{}|{n}|{:?}",
-            version.fingerprint(),
-            self.clock.now(),
-            std::process::id(),
-            Instant::now()
-        );
-        let suffix = &Digest::of(seed.as_bytes()).to_hex()[..5];
-        DeploymentId::new(format!("{agent}-{label}-{suffix}"))
-            .unwrap_or_else(|_| DeploymentId::generate())
+    /// A fresh id `<agent>-<label>-<hex>`: five hex digits when they are free (short for
+    /// people), more when the agent already has that id (a label redeployed or restored
+    /// many times), so a generated id never collides with one of the agent's.
+    async fn new_id(&self, agent: &AgentId, label: &str, version: &VersionTuple) -> DeploymentId {
+        for digits in [5, 5, 8, 8, 16] {
+            let n = self.ids.fetch_add(1, Ordering::Relaxed);
+            let seed = format!(
+                "{}|{}|{}|{n}|{:?}",
+                version.fingerprint(),
+                self.clock.now(),
+                std::process::id(),
+                Instant::now()
+            );
+            let suffix = &Digest::of(seed.as_bytes()).to_hex()[..digits];
+            let Ok(id) = DeploymentId::new(format!("{agent}-{label}-{suffix}")) else {
+                break;
+            };
+            if matches!(
+                self.store.get(agent, &id).await,
+                Err(caxton_core::store::GetError::NotFound { .. })
+            ) {
+                return id;
+            }
+        }
+        DeploymentId::generate()
     }
 
     pub(crate) async fn all_deployments(
@@ -1060,7 +1073,7 @@ impl Host {
         };
         let id = match &request.id {
             Some(id) => id.clone(),
-            None => inner.new_id(agent, &label, &version),
+            None => inner.new_id(agent, &label, &version).await,
         };
         Ok(Prepared {
             module,
@@ -1548,7 +1561,7 @@ impl Host {
         }
         let label = label_of(from).to_owned();
         let mut new = NewDeployment::builder(agent.clone(), from.version.clone())
-            .id(inner.new_id(agent, &label, &from.version))
+            .id(inner.new_id(agent, &label, &from.version).await)
             .strategy("rollback")
             .label(LABEL_KEY, label)
             .label(SPEC_KEY, spec_digest)
@@ -1912,5 +1925,40 @@ impl Host {
     /// Purges idle session pins and instances now (the host also does it on a timer).
     pub fn maintain(&self) {
         self.inner.maintain();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_never_collide_with_the_agents_own_even_for_one_label_used_thousands_of_times()
+    {
+        let host = Host::builder().build().unwrap();
+        let inner = &host.inner;
+        let agent = AgentId::new("orders").unwrap();
+        let version = VersionTuple::new(
+            CodeLayer::from_module(b"m"),
+            ModelLayer::new("none", "none", "0"),
+            PromptLayer::from_prompt("", &[]),
+            ToolsLayer::from_definitions(&serde_json::json!([])),
+        );
+        futures::executor::block_on(async {
+            // 5 hex digits alone would collide within a few thousand (birthday bound).
+            for _ in 0..5_000 {
+                let id = inner.new_id(&agent, "v1", &version).await;
+                assert!(id.as_str().starts_with("orders-v1-"), "{id}");
+                inner
+                    .store
+                    .create(
+                        NewDeployment::builder(agent.clone(), version.clone())
+                            .id(id)
+                            .build(),
+                    )
+                    .await
+                    .expect("a fresh id");
+            }
+        });
     }
 }

@@ -113,7 +113,7 @@ impl WasmRuntimeBuilder {
                 max_sessions_per_deployment: self.max_sessions_per_deployment,
                 max_pooled_instances: self.max_pooled_instances,
                 max_consecutive_failures: self.max_consecutive_failures,
-                deployments: DashMap::new(),
+                deployments: DashMap::default(),
             }),
         }
     }
@@ -181,7 +181,8 @@ struct RuntimeInner {
     max_sessions_per_deployment: usize,
     max_pooled_instances: usize,
     max_consecutive_failures: u32,
-    deployments: DashMap<DeploymentId, Arc<Loaded>>,
+    /// Looked up on every message: a fast hasher, randomly seeded per process.
+    deployments: DashMap<DeploymentId, Arc<Loaded>, foldhash::fast::RandomState>,
 }
 
 type Slot = Arc<Mutex<SessionSlot>>;
@@ -329,7 +330,10 @@ impl Loaded {
     }
 
     fn record_success(&self) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+        // Read first: the common case writes nothing to this shared line.
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
     }
 
     fn record_failure(&self, err: &AgentError) {

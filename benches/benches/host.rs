@@ -178,6 +178,13 @@ fn rollback(c: &mut Criterion) {
                 )
                 .expect("stage");
                 block_on(host.promote(&live, &staged.id, PromoteMode::Full)).expect("promote");
+                // Let the background retirement of the previous round's version finish, so
+                // the figure is the rollback's own, not a race with that cleanup.
+                let settle = Instant::now();
+                while host.runtime().loaded().len() > 3 && settle.elapsed() < Duration::from_secs(1)
+                {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
                 let started = Instant::now();
                 let outcome = block_on(host.rollback(&live, &staged.id, None)).expect("rollback");
                 total += started.elapsed();

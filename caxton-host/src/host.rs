@@ -216,7 +216,12 @@ pub(crate) struct Inner {
     /// Dropped with the host: stops the maintenance thread.
     _maintenance: Option<std_mpsc::Sender<()>>,
     /// Deployments to take out of the router and the runtime, off the caller's path.
-    retirements: Mutex<std_mpsc::Sender<DeploymentId>>,
+    /// Deployments taken out of the router whose runtime instances are still to be
+    /// unloaded; a worker drains it every [`UNLOAD_PERIOD`] (no wake-up on the caller's
+    /// path).
+    retirements: Mutex<Vec<DeploymentId>>,
+    /// Dropped with the host: stops the unloading worker.
+    _unloader: Option<std_mpsc::Sender<()>>,
 }
 
 /// The host. Cheap to clone (clones share everything); every method takes `&self`.
@@ -440,7 +445,7 @@ impl HostBuilder {
             clock.clone(),
         );
         let (stop, stopped) = std_mpsc::channel::<()>();
-        let (retire, retirements) = std_mpsc::channel::<DeploymentId>();
+        let (stop_unloader, unloader_stopped) = std_mpsc::channel::<()>();
         let inner = Arc::new(Inner {
             store: self
                 .store
@@ -472,10 +477,11 @@ impl HostBuilder {
             rollout_max_duration: self.rollout_max_duration,
             ids: AtomicU64::new(0),
             _maintenance: Some(stop),
-            retirements: Mutex::new(retire),
+            retirements: Mutex::new(Vec::new()),
+            _unloader: Some(stop_unloader),
         });
         start_maintenance(Arc::downgrade(&inner), stopped, self.maintenance_interval);
-        start_retirements(Arc::downgrade(&inner), retirements);
+        start_unloader(Arc::downgrade(&inner), unloader_stopped);
         Ok(Host { inner })
     }
 }
@@ -495,19 +501,31 @@ fn start_maintenance(inner: Weak<Inner>, stopped: std_mpsc::Receiver<()>, every:
     }
 }
 
-/// Takes deployments out of the router and the runtime as they are queued: waiting for
-/// their messages in flight happens here, never on a caller's thread.
-fn start_retirements(inner: Weak<Inner>, queue: std_mpsc::Receiver<DeploymentId>) {
+/// How often taken-out deployments are unloaded from the runtime.
+const UNLOAD_PERIOD: Duration = Duration::from_millis(50);
+
+/// Unloads deployments already taken out of the router: waiting for their messages in
+/// flight happens here, never on a caller's thread.
+fn start_unloader(inner: Weak<Inner>, stopped: std_mpsc::Receiver<()>) {
     let spawned = std::thread::Builder::new()
-        .name("caxton-retire".to_owned())
+        .name("caxton-unload".to_owned())
         .spawn(move || {
-            while let Ok(deployment) = queue.recv() {
+            while let Err(std_mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(UNLOAD_PERIOD)
+            {
                 let Some(inner) = inner.upgrade() else { return };
-                inner.take_out(&deployment);
+                let due = std::mem::take(
+                    &mut *inner
+                        .retirements
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner),
+                );
+                for deployment in due {
+                    inner.unload(&deployment);
+                }
             }
         });
     if let Err(error) = spawned {
-        tracing::error!(%error, "the retirement thread could not start; retired versions are unloaded on the caller's thread");
+        tracing::error!(%error, "the unloading thread could not start; retired versions are unloaded as the host is dropped");
     }
 }
 
@@ -679,31 +697,37 @@ impl Inner {
         Ok(())
     }
 
-    /// Takes a deployment out of the router and the runtime: pinned sessions move at once,
-    /// messages in flight finish, then it is unloaded. Runs off the caller's thread.
+    /// Takes a deployment out of the router now — pinned sessions move at once, nothing
+    /// new reaches it, messages in flight finish — and queues it to be unloaded from the
+    /// runtime off the caller's path.
     fn retire_out_of_band(self: &Arc<Self>, deployment: DeploymentId) {
-        let queued = self
-            .retirements
+        self.take_out_of_router(&deployment);
+        self.retirements
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .send(deployment);
-        if let Err(std_mpsc::SendError(deployment)) = queued {
-            // No worker (it could not start): do it here.
-            self.take_out(&deployment);
-        }
+            .push(deployment);
     }
 
-    /// Closes, retires and unloads `deployment`; blocks until its messages in flight end.
-    fn take_out(&self, deployment: &DeploymentId) {
+    fn take_out_of_router(&self, deployment: &DeploymentId) {
         if self.router.phase(deployment).is_some() {
             let _ = self.router.close_drain(deployment);
             let _ = self.router.retire(deployment);
         }
+    }
+
+    /// Unloads `deployment` from the runtime; blocks until its messages in flight end.
+    fn unload(&self, deployment: &DeploymentId) {
         let was_loaded =
             self.loaded.remove(deployment).is_some() || self.runtime.health(deployment).is_some();
         if was_loaded && let Err(error) = self.runtime.unload(deployment) {
             tracing::debug!(%error, deployment_id = %deployment, "unload");
         }
+    }
+
+    /// Closes, retires and unloads `deployment`; blocks until its messages in flight end.
+    fn take_out(&self, deployment: &DeploymentId) {
+        self.take_out_of_router(deployment);
+        self.unload(deployment);
     }
 
     /// After a rollout: unloads every deployment of `agent` the registry took out of

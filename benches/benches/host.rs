@@ -183,7 +183,7 @@ fn rollback(c: &mut Criterion) {
                 let settle = Instant::now();
                 while host.runtime().loaded().len() > 3 && settle.elapsed() < Duration::from_secs(1)
                 {
-                    std::thread::sleep(Duration::from_micros(50));
+                    std::thread::yield_now();
                 }
                 let started = Instant::now();
                 let outcome = block_on(host.rollback(&live, &staged.id, None)).expect("rollback");

@@ -217,11 +217,8 @@ pub(crate) struct Inner {
     _maintenance: Option<std_mpsc::Sender<()>>,
     /// Deployments to take out of the router and the runtime, off the caller's path.
     /// Deployments taken out of the router whose runtime instances are still to be
-    /// unloaded; a worker drains it every [`UNLOAD_PERIOD`] (no wake-up on the caller's
-    /// path).
-    retirements: Mutex<Vec<DeploymentId>>,
-    /// Dropped with the host: stops the unloading worker.
-    _unloader: Option<std_mpsc::Sender<()>>,
+    /// unloaded, for the unloading worker.
+    retirements: Mutex<std_mpsc::Sender<DeploymentId>>,
 }
 
 /// The host. Cheap to clone (clones share everything); every method takes `&self`.
@@ -445,7 +442,7 @@ impl HostBuilder {
             clock.clone(),
         );
         let (stop, stopped) = std_mpsc::channel::<()>();
-        let (stop_unloader, unloader_stopped) = std_mpsc::channel::<()>();
+        let (retire, retirements) = std_mpsc::channel::<DeploymentId>();
         let inner = Arc::new(Inner {
             store: self
                 .store
@@ -477,11 +474,10 @@ impl HostBuilder {
             rollout_max_duration: self.rollout_max_duration,
             ids: AtomicU64::new(0),
             _maintenance: Some(stop),
-            retirements: Mutex::new(Vec::new()),
-            _unloader: Some(stop_unloader),
+            retirements: Mutex::new(retire),
         });
         start_maintenance(Arc::downgrade(&inner), stopped, self.maintenance_interval);
-        start_unloader(Arc::downgrade(&inner), unloader_stopped);
+        start_unloader(Arc::downgrade(&inner), retirements);
         Ok(Host { inner })
     }
 }
@@ -501,31 +497,29 @@ fn start_maintenance(inner: Weak<Inner>, stopped: std_mpsc::Receiver<()>, every:
     }
 }
 
-/// How often taken-out deployments are unloaded from the runtime.
-const UNLOAD_PERIOD: Duration = Duration::from_millis(50);
+/// How long after a deployment is taken out of the router it is unloaded: unloading
+/// frees instance memory, which costs every core a little; a caller that just rolled back
+/// should not pay for it.
+const UNLOAD_DELAY: Duration = Duration::from_millis(5);
 
 /// Unloads deployments already taken out of the router: waiting for their messages in
 /// flight happens here, never on a caller's thread.
-fn start_unloader(inner: Weak<Inner>, stopped: std_mpsc::Receiver<()>) {
+fn start_unloader(inner: Weak<Inner>, queued: std_mpsc::Receiver<DeploymentId>) {
     let spawned = std::thread::Builder::new()
         .name("caxton-unload".to_owned())
         .spawn(move || {
-            while let Err(std_mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(UNLOAD_PERIOD)
-            {
+            while let Ok(first) = queued.recv() {
+                std::thread::sleep(UNLOAD_DELAY);
+                let mut due = vec![first];
+                due.extend(queued.try_iter());
                 let Some(inner) = inner.upgrade() else { return };
-                let due = std::mem::take(
-                    &mut *inner
-                        .retirements
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner),
-                );
                 for deployment in due {
                     inner.unload(&deployment);
                 }
             }
         });
     if let Err(error) = spawned {
-        tracing::error!(%error, "the unloading thread could not start; retired versions are unloaded as the host is dropped");
+        tracing::error!(%error, "the unloading thread could not start; retired versions are unloaded on the caller's thread");
     }
 }
 
@@ -702,10 +696,15 @@ impl Inner {
     /// runtime off the caller's path.
     fn retire_out_of_band(self: &Arc<Self>, deployment: DeploymentId) {
         self.take_out_of_router(&deployment);
-        self.retirements
+        let queued = self
+            .retirements
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(deployment);
+            .send(deployment);
+        if let Err(std_mpsc::SendError(deployment)) = queued {
+            // No worker (it could not start): unload here.
+            self.unload(&deployment);
+        }
     }
 
     fn take_out_of_router(&self, deployment: &DeploymentId) {

@@ -309,31 +309,16 @@ impl RolloutDriver {
         let older = self
             .older_versions(&agent, &candidate.id, baseline.as_ref())
             .await;
-        let context = RolloutContext::new(
-            agent.clone(),
-            candidate.id.clone(),
-            baseline.as_ref().map(|d| d.id.clone()),
-        )
-        .with_older(older);
-        let mut run = Run {
-            driver: self,
-            version: candidate.version.fingerprint().short(),
-            label: candidate.label().to_owned(),
-            baseline_label: baseline.as_ref().map(|b| b.label().to_owned()),
+        let mut run = Run::new(
+            self,
             candidate,
-            context,
+            baseline.as_ref(),
+            older,
             strategy,
-            start: started_at,
-            registered: false,
-            promoted: false,
-            mirroring: false,
-            taken_out: false,
-            stage_span: root.clone(),
+            started_at,
             root,
-            steps: 0,
-            resumed: true,
-            journal_steps: 0,
-        };
+            true,
+        );
         run.emit(EventKind::Warning {
             message: "resumed after the host restarted; validation is not repeated".to_owned(),
         });
@@ -382,31 +367,17 @@ impl RolloutDriver {
             }
             .instrument(create_span.clone())
             .await?;
-        let context = RolloutContext::new(
-            agent.clone(),
-            candidate.id.clone(),
-            baseline.as_ref().map(|d| d.id.clone()),
-        )
-        .with_older(older);
-        let mut run = Run {
-            driver: self,
-            version: candidate.version.fingerprint().short(),
-            label: candidate.label().to_owned(),
-            baseline_label: baseline.as_ref().map(|b| b.label().to_owned()),
+        let start = self.clock.now();
+        let mut run = Run::new(
+            self,
             candidate,
-            context,
+            baseline.as_ref(),
+            older,
             strategy,
-            start: self.clock.now(),
-            registered: false,
-            promoted: false,
-            mirroring: false,
-            taken_out: false,
-            stage_span: create_span.clone(),
-            root: create_span,
-            steps: 0,
-            resumed: false,
-            journal_steps: 0,
-        };
+            start,
+            create_span,
+            false,
+        );
         run.journal(JournalRecord::Started {
             strategy: run.strategy.name().to_owned(),
             spec,
@@ -470,6 +441,47 @@ struct Run<'a> {
     resumed: bool,
     /// Stages journaled so far.
     journal_steps: u32,
+}
+
+impl<'a> Run<'a> {
+    /// A rollout of `candidate` over `baseline`, begun at `start`, traced under `root`.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        driver: &'a RolloutDriver,
+        candidate: Deployment,
+        baseline: Option<&Deployment>,
+        older: Vec<DeploymentId>,
+        strategy: Box<dyn Strategy>,
+        start: Timestamp,
+        root: Span,
+        resumed: bool,
+    ) -> Self {
+        let context = RolloutContext::new(
+            candidate.agent.clone(),
+            candidate.id.clone(),
+            baseline.map(|d| d.id.clone()),
+        )
+        .with_older(older);
+        Run {
+            driver,
+            version: candidate.version.fingerprint().short(),
+            label: candidate.label().to_owned(),
+            baseline_label: baseline.map(|b| b.label().to_owned()),
+            candidate,
+            context,
+            strategy,
+            start,
+            registered: false,
+            promoted: false,
+            mirroring: false,
+            taken_out: false,
+            stage_span: root.clone(),
+            root,
+            steps: 0,
+            resumed,
+            journal_steps: 0,
+        }
+    }
 }
 
 impl Run<'_> {

@@ -163,7 +163,8 @@ fn promote_full_ends_a_canary_early_and_pause_resume_reach_the_rollout() {
         status
             .rollout
             .as_ref()
-            .is_some_and(|r| r.weight_set > 0.0)
+            // The split and the stage arrive as two events: wait for both.
+            .is_some_and(|r| r.weight_set > 0.0 && r.stage.is_some())
             .then_some(status)
     });
     let rollout = status.rollout.as_ref().unwrap();

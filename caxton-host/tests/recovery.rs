@@ -125,7 +125,8 @@ fn a_restarted_host_serves_the_same_production_and_resumes_the_canary_at_its_ste
         status
             .rollout
             .as_ref()
-            .is_some_and(|r| r.weight_set > 0.0)
+            // The split and the stage arrive as two events: wait for both.
+            .is_some_and(|r| r.weight_set > 0.0 && r.stage.is_some())
             .then_some(status)
     });
     assert_eq!(status.production, Some(v1.clone()));

@@ -160,6 +160,8 @@ fn a_host_killed_mid_canary_restarts_on_the_same_production_and_goes_on_from_the
         let status = block_on(host.status(&agent)).unwrap();
         if let Some(rollout) = &status.rollout
             && rollout.weight_set == 10.0
+            // The split and the stage arrive as two events: wait for both.
+            && rollout.stage.is_some()
         {
             assert_eq!(rollout.stage.as_deref(), Some("canary.10_percent"));
             break;

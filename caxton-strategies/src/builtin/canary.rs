@@ -1,11 +1,11 @@
 //! The canary strategy.
 
-use caxton_core::{Split, Timestamp, Weight};
+use caxton_core::{Timestamp, Weight};
 
 use super::common::{Cleanup, Core, FinalDrain, HoldEnd, PreflightStep};
 use crate::config::{CanaryConfig, ConfigError};
 use crate::event::EventKind;
-use crate::strategy::{Directive, Reason, ReasonKind, StepInput, Strategy};
+use crate::strategy::{Directive, StepInput, Strategy};
 
 #[derive(Debug, Clone)]
 enum Phase {
@@ -63,29 +63,21 @@ impl Canary {
         let Some(step) = self.config.steps.steps().get(index).copied() else {
             return self.promote(input, out);
         };
-        match Split::canary(baseline, input.context.candidate.clone(), step.weight) {
-            Ok(split) => out.push(Directive::SetSplit(split)),
-            Err(error) => {
-                // The steps are checked on construction, so this means distinct ids collide.
-                let reason = Reason::new(ReasonKind::Infrastructure, error.to_string());
-                return self.core.abort(reason, true, out);
-            }
-        }
-        out.push(Directive::Emit(EventKind::StageStarted {
-            stage: canary_stage_name(step.weight),
-            percentage: Some(step.weight.percent()),
-            hold_s: Some(step.hold.as_secs_f64()),
-        }));
-        self.core.reset_windows(input.now, true);
-        let hold_until = input.now + step.hold;
+        let Some(hold_until) = self.core.start_weighted_step(
+            input,
+            baseline,
+            step,
+            canary_stage_name(step.weight),
+            self.config.gates.check_interval,
+            out,
+        ) else {
+            return;
+        };
         self.phase = Phase::Step {
             index,
             hold_until,
             extended: std::time::Duration::ZERO,
         };
-        out.push(Directive::WaitUntil(
-            hold_until.min(input.now + self.config.gates.check_interval),
-        ));
     }
 
     fn promote(&mut self, input: &StepInput<'_>, out: &mut Vec<Directive>) {

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use caxton_core::{DeploymentId, MetricWindow, Timestamp};
+use caxton_core::{DeploymentId, MetricWindow, Split, Timestamp};
 
 use crate::condition::{Check, CheckStatus};
-use crate::config::{Gates, Preflight};
+use crate::config::{CanaryStep, Gates, Preflight};
 use crate::event::{EventKind, MetricsSummary};
 use crate::judge::Verdict;
 use crate::strategy::{Command, Directive, Outcome, Reason, ReasonKind, StepInput};
@@ -286,6 +286,41 @@ impl Core {
             reason: reason.clone(),
         });
         out.push(Directive::Finish(Outcome::RolledBack { reason }));
+    }
+
+    /// Starts a weighted step (a canary step, a rainbow ramp step): `weight` of new traffic
+    /// to the candidate, the stage announced, fresh windows, and a wake-up at the first
+    /// check or the end of the hold, whichever comes first. Returns when the hold ends, or
+    /// `None` when the split could not be made and the rollout was aborted.
+    pub(crate) fn start_weighted_step(
+        &mut self,
+        input: &StepInput<'_>,
+        baseline: DeploymentId,
+        step: CanaryStep,
+        stage: String,
+        check_interval: Duration,
+        out: &mut Vec<Directive>,
+    ) -> Option<Timestamp> {
+        match Split::canary(baseline, input.context.candidate.clone(), step.weight) {
+            Ok(split) => out.push(Directive::SetSplit(split)),
+            Err(error) => {
+                // The steps are checked on construction, so this means distinct ids collide.
+                let reason = Reason::new(ReasonKind::Infrastructure, error.to_string());
+                self.abort(reason, true, out);
+                return None;
+            }
+        }
+        out.push(Directive::Emit(EventKind::StageStarted {
+            stage,
+            percentage: Some(step.weight.percent()),
+            hold_s: Some(step.hold.as_secs_f64()),
+        }));
+        self.reset_windows(input.now, true);
+        let hold_until = input.now + step.hold;
+        out.push(Directive::WaitUntil(
+            hold_until.min(input.now + check_interval),
+        ));
+        Some(hold_until)
     }
 
     /// Ends the rollout by aborting; traffic goes back to the baseline if it had moved.

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use caxton_core::{DeploymentId, SessionAffinity, Split, Timestamp, Weight};
+use caxton_core::{DeploymentId, SessionAffinity, Timestamp, Weight};
 
 use super::canary::canary_stage_name;
 use super::common::{CommandEffects, Core, HoldEnd, PreflightStep};
 use crate::config::{ConfigError, RainbowConfig};
 use crate::event::EventKind;
-use crate::strategy::{Directive, Outcome, Reason, ReasonKind, StepInput, Strategy};
+use crate::strategy::{Directive, Outcome, StepInput, Strategy};
 
 #[derive(Debug, Clone)]
 enum Phase {
@@ -110,29 +110,21 @@ impl Rainbow {
             return self.switch(input, out);
         };
         self.set_idle_timeout(out);
-        match Split::canary(baseline, input.context.candidate.clone(), step.weight) {
-            Ok(split) => out.push(Directive::SetSplit(split)),
-            Err(error) => {
-                // The steps are checked on construction, so this means distinct ids collide.
-                let reason = Reason::new(ReasonKind::Infrastructure, error.to_string());
-                return self.core.abort(reason, true, out);
-            }
-        }
-        out.push(Directive::Emit(EventKind::StageStarted {
-            stage: rainbow_stage_name(step.weight),
-            percentage: Some(step.weight.percent()),
-            hold_s: Some(step.hold.as_secs_f64()),
-        }));
-        self.core.reset_windows(input.now, true);
-        let hold_until = input.now + step.hold;
+        let Some(hold_until) = self.core.start_weighted_step(
+            input,
+            baseline,
+            step,
+            rainbow_stage_name(step.weight),
+            self.config.gates.check_interval,
+            out,
+        ) else {
+            return;
+        };
         self.phase = Phase::Ramp {
             index,
             hold_until,
             extended: Duration::ZERO,
         };
-        out.push(Directive::WaitUntil(
-            hold_until.min(input.now + self.config.gates.check_interval),
-        ));
     }
 
     /// One check during a ramp step.

@@ -4,7 +4,7 @@ use caxton_core::store::{
     CreateError, DeleteError, GetError, ListError, PromoteError,
     RollbackError as StoreRollbackError, TransitionError,
 };
-use caxton_core::{AgentError, AgentId, ArtifactError, DeploymentId, LifecycleState};
+use caxton_core::{AgentError, AgentId, ArtifactError, DeploymentId, JournalError, LifecycleState};
 use caxton_router::{ChangeError, PreviewError, RegisterError, RouteError};
 use caxton_strategies::DriverError;
 use caxton_strategies::config::ConfigError;
@@ -161,6 +161,9 @@ pub enum HostError {
     /// The registry failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The rollout journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     /// The runtime could not load or warm up a version.
     #[error(transparent)]
     Runtime(#[from] AgentError),
@@ -219,6 +222,7 @@ impl HostError {
                 "is_production"
             }
             HostError::Store(_) => "registry_failed",
+            HostError::Journal(_) => "journal_failed",
             HostError::Runtime(_) => "runtime_failed",
             HostError::Traffic(_) | HostError::Register(_) => "routing_failed",
             HostError::ShutDown => "shutting_down",

@@ -646,7 +646,36 @@ impl Inner {
             .map(|_| ())
     }
 
-    pub(crate) fn record_change(&self, change: TimedChange) {
+    /// Runs a router change and records how long it took.
+    pub(crate) fn timed<T>(
+        &self,
+        operation: &'static str,
+        agent: &AgentId,
+        change: impl FnOnce() -> T,
+    ) -> T {
+        let started = Instant::now();
+        let result = change();
+        self.record_change(TimedChange {
+            operation,
+            agent: agent.clone(),
+            took: started.elapsed(),
+            at: Instant::now(),
+        });
+        result
+    }
+
+    /// Refused with `RolloutInProgress` while a rollout of `agent` runs.
+    pub(crate) fn no_rollout_running(&self, agent: &AgentId) -> Result<(), HostError> {
+        match self.rollouts.get(agent) {
+            Some(slot) => Err(HostError::RolloutInProgress {
+                agent: agent.clone(),
+                deployment: slot.deployment.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn record_change(&self, change: TimedChange) {
         let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
         if changes.len() == TIMED_CHANGES {
             changes.pop_front();
@@ -950,19 +979,16 @@ impl Host {
     pub async fn deploy(&self, request: DeployRequest) -> Result<Deployed, HostError> {
         let inner = &self.inner;
         let agent = request.agent.clone();
-        if let Some(slot) = inner.rollouts.get(&agent) {
-            return Err(HostError::RolloutInProgress {
-                agent,
-                deployment: slot.deployment.clone(),
-            });
-        }
+        inner.no_rollout_running(&agent)?;
         let prepared = self.prepare(&request).await?;
         let production = inner.store.production(&agent).await?;
         let config = match &request.rollout {
             Some(spec) => spec.strategy.clone(),
             None => inner.strategy_for(production.as_ref(), &prepared.version, prepared.sessions),
         };
-        let strategy = config.build().map_err(|source| HostError::Strategy {
+        // Checked here so that a bad spec is refused before anything is stored; the
+        // driver builds the strategy it runs from the same config.
+        config.build().map_err(|source| HostError::Strategy {
             agent: agent.clone(),
             source,
         })?;
@@ -1027,7 +1053,6 @@ impl Host {
                 futures::executor::block_on(driver.run_config(new, &thread_config, commands))
             },
         );
-        drop(strategy);
         if spawned.is_err() {
             release();
             return Err(HostError::ShutDown);
@@ -1282,12 +1307,7 @@ impl Host {
             self.command(agent, deployment, command).await?;
             return Ok(record);
         }
-        if let Some(slot) = inner.rollouts.get(agent) {
-            return Err(HostError::RolloutInProgress {
-                agent: agent.clone(),
-                deployment: slot.deployment.clone(),
-            });
-        }
+        inner.no_rollout_running(agent)?;
         if record.is_deleted() {
             return Err(HostError::Deleted {
                 deployment: deployment.clone(),
@@ -1308,14 +1328,7 @@ impl Host {
             .store
             .promote(agent, deployment, "promoted by an operator")
             .await?;
-        let started = Instant::now();
-        inner.router.promote(agent, deployment)?;
-        inner.record_change(TimedChange {
-            operation: "promote",
-            agent: agent.clone(),
-            took: started.elapsed(),
-            at: Instant::now(),
-        });
+        inner.timed("promote", agent, || inner.router.promote(agent, deployment))?;
         inner.set_version_active(agent, &promotion.promoted, true);
         if let Some(previous) = &promotion.previous {
             inner.set_version_active(agent, previous, false);
@@ -1422,12 +1435,7 @@ impl Host {
                 took,
             });
         }
-        if let Some(slot) = inner.rollouts.get(agent) {
-            return Err(HostError::RolloutInProgress {
-                agent: agent.clone(),
-                deployment: slot.deployment.clone(),
-            });
-        }
+        inner.no_rollout_running(agent)?;
         if !current.is_production {
             return Err(HostError::NotRollbackable {
                 agent: agent.clone(),
@@ -1489,14 +1497,9 @@ impl Host {
             .store
             .rollback(agent, &RollbackTarget::To(target.id.clone()), &reason)
             .await?;
-        let swap = Instant::now();
-        inner.router.promote(agent, &target.id)?;
-        inner.record_change(TimedChange {
-            operation: "rollback",
-            agent: agent.clone(),
-            took: swap.elapsed(),
-            at: Instant::now(),
-        });
+        inner.timed("rollback", agent, || {
+            inner.router.promote(agent, &target.id)
+        })?;
         let took = started.elapsed();
         inner.previous.remove(agent);
         inner.retire_out_of_band(deployment.clone());

@@ -16,7 +16,7 @@ use caxton_strategies::{
 use caxton_validate::{ContractTest, ModuleSource, Severity, StageStatus, ValidationInput};
 use futures::channel::oneshot;
 
-use crate::host::{Inner, TimedChange};
+use crate::host::Inner;
 use crate::request::SessionMode;
 use crate::rollout::RolloutSlot;
 use crate::spec::{StoredSpec, label_of};
@@ -51,13 +51,6 @@ impl CandidateChecks for HostChecks {
         }
         // Runs on the rollout's own thread (see `Host::deploy`), never a caller's executor.
         let report = self.inner.pipeline.validate(&input);
-        for stage in &report.stages {
-            metrics::histogram!(
-                "caxton_deployment_validation_time_seconds",
-                "stage" => stage.stage.clone()
-            )
-            .record(stage.duration_ms / 1e3);
-        }
         let stages: Vec<String> = report
             .stages
             .iter()
@@ -125,20 +118,6 @@ pub(crate) struct HostTraffic {
     pub(crate) inner: Arc<Inner>,
 }
 
-impl HostTraffic {
-    fn timed<T>(&self, operation: &'static str, agent: &AgentId, change: impl FnOnce() -> T) -> T {
-        let started = Instant::now();
-        let result = change();
-        self.inner.record_change(TimedChange {
-            operation,
-            agent: agent.clone(),
-            took: started.elapsed(),
-            at: Instant::now(),
-        });
-        result
-    }
-}
-
 #[async_trait]
 impl TrafficControl for HostTraffic {
     async fn register(
@@ -162,7 +141,7 @@ impl TrafficControl for HostTraffic {
             .agent_route(agent)
             .ok()
             .and_then(|route| route.production().cloned());
-        self.timed("promote", agent, || {
+        self.inner.timed("promote", agent, || {
             self.inner.router.promote(agent, deployment)
         })?;
         if let Some(before) = before.filter(|before| before != deployment) {
@@ -172,10 +151,11 @@ impl TrafficControl for HostTraffic {
     }
 
     async fn set_split(&self, agent: &AgentId, split: &Split) -> Result<(), TrafficError> {
-        self.timed("set_split", agent, || {
-            self.inner.router.set_split(agent, split)
-        })
-        .map_err(Into::into)
+        self.inner
+            .timed("set_split", agent, || {
+                self.inner.router.set_split(agent, split)
+            })
+            .map_err(Into::into)
     }
 
     async fn set_shadow(
@@ -218,7 +198,8 @@ impl TrafficControl for HostTraffic {
     }
 
     async fn rollback(&self, agent: &AgentId) -> Result<(), TrafficError> {
-        self.timed("rollback", agent, || self.inner.router.rollback(agent))
+        self.inner
+            .timed("rollback", agent, || self.inner.router.rollback(agent))
             .map_err(Into::into)
     }
 

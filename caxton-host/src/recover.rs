@@ -61,15 +61,7 @@ impl Host {
     /// Call it once, on a host that has served nothing yet.
     pub async fn recover(&self) -> Result<Recovery, HostError> {
         let inner = &self.inner;
-        let open = inner
-            .journal
-            .open_rollouts()
-            .await
-            .map_err(|error| HostError::Unloadable {
-                deployment: DeploymentId::new("journal")
-                    .unwrap_or_else(|_| DeploymentId::generate()),
-                message: error.to_string(),
-            })?;
+        let open = inner.journal.open_rollouts().await?;
         let candidates: Vec<DeploymentId> = open
             .iter()
             .filter_map(|entries| entries.first().map(|e| e.deployment.clone()))

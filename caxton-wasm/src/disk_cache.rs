@@ -717,6 +717,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// What a forger can compute from the documented format: the body's SHA-256.
+    fn recompute_checksum(file: &mut [u8]) {
+        let checksum = Sha256::digest(&file[HEADER_LEN..]);
+        file[HEADER_LEN - 32..HEADER_LEN].copy_from_slice(&checksum);
+    }
+
     fn sample() -> (Digest, [u8; 32], Vec<u8>) {
         let source = Digest::of(b"module");
         let engine = [7u8; 32];
@@ -757,8 +763,7 @@ mod tests {
         // What a forger can do from the documented format alone.
         let last = file.len() - 1;
         file[last] ^= 1;
-        let checksum = Sha256::digest(&file[HEADER_LEN..]);
-        file[HEADER_LEN - 32..HEADER_LEN].copy_from_slice(&checksum);
+        recompute_checksum(&mut file);
         assert_eq!(
             verify(&file, &source, &engine, &key()).unwrap_err(),
             Rejection::Unauthenticated
@@ -770,8 +775,7 @@ mod tests {
         let (source, engine, artifact) = sample();
         let mut file = encode(&Digest::of(b"another module"), &engine, &key(), &artifact);
         file[12..44].copy_from_slice(source.as_bytes());
-        let checksum = Sha256::digest(&file[HEADER_LEN..]);
-        file[HEADER_LEN - 32..HEADER_LEN].copy_from_slice(&checksum);
+        recompute_checksum(&mut file);
         assert_eq!(
             verify(&file, &source, &engine, &key()).unwrap_err(),
             Rejection::Unauthenticated

@@ -11,6 +11,7 @@
 //! `run(args) -> CommandResult` function (see [`output`]).
 
 mod demo;
+mod manifests;
 mod output;
 mod panics;
 mod plan;
@@ -44,6 +45,8 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Run a rollout in virtual time against synthetic metrics and print its timeline.
     Simulate(simulate::SimulateArgs),
+    /// Print Kubernetes or Argo Rollouts manifests for a fleet spec.
+    Manifests(manifests::ManifestsArgs),
 }
 
 impl Command {
@@ -53,6 +56,7 @@ impl Command {
             Command::Validate(args) => validate::run(args),
             Command::Plan(args) => plan::run(args),
             Command::Simulate(args) => simulate::run(args),
+            Command::Manifests(args) => manifests::run(args),
         }
     }
 }

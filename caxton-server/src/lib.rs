@@ -1,0 +1,3 @@
+//! `caxton serve`: the HTTP API of Caxton over the deployment API.
+//!
+//! (Being written.)

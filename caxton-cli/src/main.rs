@@ -10,12 +10,14 @@
 //! A subcommand is one variant of [`Command`] and one module with an `Args` struct and a
 //! `run(args) -> CommandResult` function (see [`output`]).
 
+mod client;
 mod demo;
 mod manifests;
 mod output;
 mod panics;
 mod plan;
 mod samples;
+mod serve;
 mod simulate;
 mod validate;
 
@@ -47,6 +49,10 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Print Kubernetes or Argo Rollouts manifests for a fleet spec.
     Manifests(manifests::ManifestsArgs),
+    /// Run the HTTP API: deploy, roll out, roll back and send messages over HTTP.
+    Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 impl Command {
@@ -57,6 +63,8 @@ impl Command {
             Command::Plan(args) => plan::run(args),
             Command::Simulate(args) => simulate::run(args),
             Command::Manifests(args) => manifests::run(args),
+            Command::Serve(args) => serve::run(args),
+            Command::Client(command) => command.run(),
         }
     }
 }

@@ -67,6 +67,10 @@ mod shadow;
 mod spec;
 mod status;
 
+/// What the host's builder and requests take from the crates below it, re-exported so an
+/// application (or `caxton-server`) needs only this crate and `caxton-core`.
+pub use caxton_strategies::{EventKind, RolloutEvent, RolloutSpec, SpecError};
+pub use caxton_wasm::{ConfigSource, DiskCacheError, DiskCacheKey, EngineConfig};
 pub use error::{BuildError, HostError, SendError, StoreError};
 pub use host::{
     DEFAULT_DELETE_RETENTION, DEFAULT_SESSION_IDLE_TIMEOUT, Deployed, EventStream, Host,

@@ -1,0 +1,243 @@
+//! Where `caxton serve` keeps its deployments, and the host it builds over them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use caxton_host::{ConfigSource, DiskCacheKey, EngineConfig, Host};
+use caxton_sqlite::SqliteStore;
+
+/// The default registry: a SQLite file under `./.caxton/`.
+pub const DEFAULT_REGISTRY: &str = "sqlite:.caxton/registry.db";
+
+/// Environment variables named `CAXTON_SECRET_<NAME>` hold the host's secrets; the secret's
+/// name is `<NAME>` in lower case with `_` read as `-` (`CAXTON_SECRET_OPENAI_API_KEY` is
+/// `openai-api-key`). An agent reads only the secrets its deployment was granted.
+pub const SECRET_ENV_PREFIX: &str = "CAXTON_SECRET_";
+
+/// A registry URL: `sqlite:PATH` or `postgres://…`.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Registry {
+    /// An embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server shared by a fleet of hosts.
+    Postgres(String),
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Registry::Sqlite(path) => write!(f, "Sqlite({})", path.display()),
+            // A PostgreSQL URL may carry a password.
+            Registry::Postgres(_) => f.write_str("Postgres(<redacted>)"),
+        }
+    }
+}
+
+/// Why a registry could not be named or opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The URL has no scheme Caxton knows.
+    #[error("registry `{url}` is not `sqlite:PATH` or `postgres://…`")]
+    UnknownScheme {
+        /// What was given (a PostgreSQL URL is not echoed: it may hold a password).
+        url: String,
+    },
+    /// `sqlite:` with no path.
+    #[error("registry `sqlite:` names no file")]
+    EmptyPath,
+    /// This build has no PostgreSQL registry.
+    #[error("the PostgreSQL registry is not part of this build yet; use `--registry sqlite:PATH`")]
+    PostgresUnavailable,
+    /// The registry's directory could not be made.
+    #[error("cannot create the registry directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SQLite file could not be opened.
+    #[error("cannot open the registry {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<caxton_sqlite::OpenError>,
+    },
+    /// The compiled-module cache's key could not be read or made.
+    #[error("cannot use the compiled-module cache key {path}: {source}")]
+    CacheKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: caxton_host::DiskCacheError,
+    },
+    /// The host could not start.
+    #[error("the host could not start: {0}")]
+    Host(#[from] caxton_host::BuildError),
+}
+
+impl FromStr for Registry {
+    type Err = RegistryError;
+
+    fn from_str(url: &str) -> Result<Self, RegistryError> {
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(RegistryError::EmptyPath);
+            }
+            Ok(Registry::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Registry::Postgres(url.to_owned()))
+        } else {
+            let shown = if url.contains('@') {
+                "<a URL with credentials>".to_owned()
+            } else {
+                url.to_owned()
+            };
+            Err(RegistryError::UnknownScheme { url: shown })
+        }
+    }
+}
+
+impl Registry {
+    /// Opens the registry and builds a host over it: deployments, audit, artifacts and the
+    /// rollout journal in the registry; compiled modules cached in `cache/` beside a SQLite
+    /// file, authenticated with the key in `cache.key` (made `0600` on first use). Call
+    /// [`Host::recover`] next to pick up where the last process stopped.
+    pub fn open_host(&self, secrets: ConfigSource) -> Result<Host, RegistryError> {
+        match self {
+            Registry::Sqlite(path) => open_sqlite_host(path, secrets),
+            Registry::Postgres(_) => Err(RegistryError::PostgresUnavailable),
+        }
+    }
+}
+
+fn open_sqlite_host(path: &Path, secrets: ConfigSource) -> Result<Host, RegistryError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    create_private_dir(&dir)?;
+    let store = SqliteStore::open(path).map_err(|source| RegistryError::Sqlite {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })?;
+    let key_path = dir.join("cache.key");
+    let key =
+        DiskCacheKey::load_or_create(&key_path).map_err(|source| RegistryError::CacheKey {
+            path: key_path,
+            source,
+        })?;
+    let cache = dir.join("cache");
+    create_private_dir(&cache)?;
+    let host = Host::builder()
+        .store(Arc::new(store.clone()))
+        .artifacts(Arc::new(store.clone()))
+        .journal(Arc::new(store))
+        .engine(EngineConfig::default().disk_cache(cache, key))
+        .secrets(Arc::new(secrets))
+        .build()?;
+    Ok(host)
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), RegistryError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|source| RegistryError::Directory {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// The host's secrets from `CAXTON_SECRET_*` variables among `vars` (see
+/// [`SECRET_ENV_PREFIX`]).
+pub fn secrets_from_env(vars: impl IntoIterator<Item = (String, String)>) -> ConfigSource {
+    let secrets: BTreeMap<String, String> = vars
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let name = key.strip_prefix(SECRET_ENV_PREFIX)?;
+            (!name.is_empty()).then(|| (name.to_ascii_lowercase().replace('_', "-"), value))
+        })
+        .collect();
+    ConfigSource::from_map(secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_urls_parse() {
+        assert_eq!(
+            "sqlite:.caxton/registry.db".parse::<Registry>().unwrap(),
+            Registry::Sqlite(PathBuf::from(".caxton/registry.db"))
+        );
+        assert_eq!(
+            "sqlite:///var/lib/caxton.db".parse::<Registry>().unwrap(),
+            Registry::Sqlite(PathBuf::from("/var/lib/caxton.db"))
+        );
+        assert!(matches!(
+            "postgres://caxton:pw@db/caxton"
+                .parse::<Registry>()
+                .unwrap(),
+            Registry::Postgres(_)
+        ));
+        assert!(matches!(
+            "sqlite:".parse::<Registry>(),
+            Err(RegistryError::EmptyPath)
+        ));
+        let error = "mysql://user:pw@db".parse::<Registry>().unwrap_err();
+        assert!(!error.to_string().contains("pw"), "{error}");
+    }
+
+    #[test]
+    fn a_postgres_url_is_never_printed() {
+        let registry: Registry = "postgres://caxton:hunter2@db/caxton".parse().unwrap();
+        assert!(!format!("{registry:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_come_from_prefixed_variables_only() {
+        let secrets = secrets_from_env([
+            ("CAXTON_SECRET_OPENAI_API_KEY".to_owned(), "sk-1".to_owned()),
+            ("HOME".to_owned(), "/root".to_owned()),
+            ("CAXTON_SECRET_".to_owned(), "empty name".to_owned()),
+        ]);
+        assert_eq!(secrets.get("openai-api-key").as_deref(), Some("sk-1"));
+        assert_eq!(secrets.get("home"), None);
+        assert_eq!(secrets.get(""), None);
+    }
+
+    #[test]
+    fn a_sqlite_registry_opens_and_makes_its_directory_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("registry.db");
+        let host = Registry::Sqlite(path.clone())
+            .open_host(ConfigSource::new())
+            .unwrap();
+        drop(host);
+        assert!(path.exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
+    }
+}

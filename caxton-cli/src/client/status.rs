@@ -291,8 +291,10 @@ pub(crate) fn run(args: StatusArgs) -> CommandResult {
                         .deployments
                         .iter()
                         .find(|d| d.id == watched)
-                        .map(|d| d.state.replace('_', " "))
-                        .unwrap_or_else(|| "out of service".to_owned());
+                        .map(|d| d.state.clone())
+                        .or_else(|| state_of(&client, &watched))
+                        .unwrap_or_else(|| "out of service".to_owned())
+                        .replace('_', " ");
                     printer.mark(
                         "",
                         Mark::Failed,
@@ -316,6 +318,14 @@ pub(crate) fn run(args: StatusArgs) -> CommandResult {
         })?;
         current = (answer, status);
     }
+}
+
+/// A deployment's state, asked for by id; `None` when the server does not say.
+fn state_of(client: &Client, id: &str) -> Option<String> {
+    let (_, deployment) = client
+        .get_json(&format!("/v1/deployments/{}", segment(id)))
+        .ok()?;
+    deployment.get("state")?.as_str().map(str::to_owned)
 }
 
 /// Prints one status: its JSON line, or the view (redrawn in place on a terminal).

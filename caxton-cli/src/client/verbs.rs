@@ -244,7 +244,7 @@ pub(crate) fn rollback_lines(outcome: &Value, elapsed_s: f64) -> Vec<(Mark, Stri
     ));
     lines.push((
         Mark::Progress,
-        format!("Rollback complete in {}", seconds(elapsed_s)),
+        format!("Rollback complete in {}", elapsed(elapsed_s)),
     ));
     lines
 }
@@ -259,7 +259,28 @@ fn fingerprint(deployment: &Value) -> String {
     if fingerprint.is_empty() {
         text(deployment, "id").to_owned()
     } else {
-        format!("{} ({})", text(deployment, "id"), clip(fingerprint, 12))
+        format!(
+            "{} ({})",
+            text(deployment, "id"),
+            short_version(fingerprint)
+        )
+    }
+}
+
+/// The first 12 hex digits of a fingerprint such as `sha256:56b401045fcd…`.
+fn short_version(fingerprint: &str) -> String {
+    let hex = fingerprint
+        .split_once(':')
+        .map_or(fingerprint, |(_, hex)| hex);
+    hex.chars().take(12).collect()
+}
+
+/// `35 ms` under a second, `2.5s` above.
+fn elapsed(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.0} ms", (s * 1e3).max(0.0))
+    } else {
+        seconds(s)
     }
 }
 
@@ -325,16 +346,23 @@ pub(crate) fn list(args: ListArgs) -> CommandResult {
 
 /// The deployments as a table.
 pub(crate) fn list_lines(deployments: &Value) -> Vec<String> {
-    let rows: Vec<[String; 6]> = deployments
+    let rows: Vec<[String; 7]> = deployments
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
         .map(|d| {
             let production = d.get("is_production").and_then(Value::as_bool) == Some(true);
+            let version = d
+                .get("version")
+                .and_then(|v| v.get("fingerprint"))
+                .and_then(Value::as_str)
+                .map(short_version)
+                .unwrap_or_default();
             [
                 text(d, "id").to_owned(),
                 text(d, "label").to_owned(),
+                version,
                 text(d, "state").to_owned(),
                 if production { "★" } else { "" }.to_owned(),
                 text(d, "strategy").to_owned(),
@@ -349,6 +377,7 @@ pub(crate) fn list_lines(deployments: &Value) -> Vec<String> {
         &[
             "DEPLOYMENT",
             "LABEL",
+            "VERSION",
             "STATE",
             "PRODUCTION",
             "STRATEGY",
@@ -483,7 +512,7 @@ mod tests {
         let outcome = json!({
             "rolled_back": {"id": "processor-v2-7f8d9", "state": "rolled_back", "is_production": false},
             "restored": {"id": "processor-v1-a1b2c", "state": "running", "is_production": true,
-                "version": {"fingerprint": "0123456789abcdef"}},
+                "version": {"fingerprint": "sha256:0123456789abcdef"}},
             "reloaded_from_artifact": true,
             "took_ms": 0.84
         });
@@ -510,7 +539,7 @@ mod tests {
         );
         assert_eq!(
             lines[3],
-            (Mark::Progress, "Rollback complete in 0.1s".to_owned())
+            (Mark::Progress, "Rollback complete in 120 ms".to_owned())
         );
         let live = json!({"rolled_back": {"id": "a"}, "restored": {"id": "b"}, "reloaded_from_artifact": false, "took_ms": 1.0});
         assert_eq!(rollback_lines(&live, 0.0).len(), 3);
@@ -525,7 +554,7 @@ mod tests {
         let lines = list_lines(&deployments);
         assert_eq!(lines.len(), 3);
         assert!(
-            lines[0].starts_with("DEPLOYMENT  LABEL  STATE"),
+            lines[0].starts_with("DEPLOYMENT  LABEL  VERSION  STATE"),
             "{lines:?}"
         );
         assert!(lines[1].contains('★'), "{lines:?}");

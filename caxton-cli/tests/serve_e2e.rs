@@ -214,7 +214,7 @@ impl Traffic {
                     n += 1;
                     let mut order = json!({"kind": "order", "id": format!("o-{n}"),
                         "items": [{"sku": "SKU-A1", "qty": 1 + n % 3, "price_cents": 1999}]});
-                    if n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         order["coupon"] = json!("SAVE10");
                     }
                     let (status, _, _) = call(

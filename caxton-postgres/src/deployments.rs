@@ -973,3 +973,109 @@ impl DeploymentStore for PostgresStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use caxton_core::BackendError;
+    use caxton_core::store::conformance;
+    use futures::executor::block_on;
+
+    use super::*;
+    use crate::ScratchDatabase;
+
+    /// The store never asks for a second production, so make it: mark a deployment
+    /// production without demoting the one there is. The database refuses, and the
+    /// refusal is a typed conflict inside the operation's backend error.
+    #[test]
+    fn a_second_production_is_a_typed_conflict_not_a_panic() {
+        let server = match std::env::var("CAXTON_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ if std::env::var_os("CI").is_some() => panic!("CAXTON_TEST_POSTGRES_URL is not set"),
+            _ => return eprintln!("note: skipped: CAXTON_TEST_POSTGRES_URL is not set"),
+        };
+        let db = ScratchDatabase::create(&server).unwrap();
+        let store = PostgresStore::connect(db.url()).unwrap();
+        let agent = AgentId::new("processor").unwrap();
+        let (v1, v2) = block_on(async {
+            let v1 = conformance::create_running(&store, &agent, "v1").await;
+            let v2 = conformance::create_running(&store, &agent, "v2").await;
+            store.promote(&agent, &v1.id, "first").await.unwrap();
+            (v1, v2)
+        });
+        let (a, id) = (agent.clone(), v2.id.clone());
+        let err: PromoteError = block_on(store.db.write(
+            &agent,
+            || "promoting deployment `v2` of agent `processor`".to_owned(),
+            move |client, at| {
+                Box::pin(async move { Ok(mark_production(client, at, &a, &id).await?) })
+            },
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "deployment store failed: promoting deployment `v2` of agent `processor`: the \
+             registry refused to make deployment `v2` a second production of agent `processor`"
+        );
+        let backend = err.source().and_then(|e| e.downcast_ref::<BackendError>());
+        let conflict = backend
+            .and_then(|e| e.source())
+            .and_then(|e| e.downcast_ref::<PostgresError>());
+        assert!(
+            matches!(conflict, Some(PostgresError::ProductionConflict { agent: a, deployment, .. })
+                if *a == agent && *deployment == v2.id),
+            "{conflict:?}"
+        );
+        // Nothing changed.
+        let production = block_on(store.production(&agent)).unwrap().unwrap();
+        assert_eq!(production.id, v1.id);
+        assert!(!block_on(store.get(&agent, &v2.id)).unwrap().is_production);
+    }
+
+    #[test]
+    fn purge_removes_only_expired_deployments_and_their_history() {
+        let server = match std::env::var("CAXTON_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ if std::env::var_os("CI").is_some() => panic!("CAXTON_TEST_POSTGRES_URL is not set"),
+            _ => return eprintln!("note: skipped: CAXTON_TEST_POSTGRES_URL is not set"),
+        };
+        let db = ScratchDatabase::create(&server).unwrap();
+        let clock = caxton_core::ManualClock::new(Timestamp::from_millis(1_000));
+        let store = PostgresStore::builder(db.url())
+            .clock(std::sync::Arc::new(clock.clone()))
+            .connect()
+            .unwrap();
+        let agent = AgentId::new("a").unwrap();
+        block_on(async {
+            let old = conformance::create_running(&store, &agent, "old").await;
+            let d = conformance::create_running(&store, &agent, "d").await;
+            let keep = conformance::create_running(&store, &agent, "keep").await;
+            let first_page = store
+                .list(&agent, &ListQuery::new().limit(2).include_deleted(true))
+                .await
+                .unwrap();
+            store
+                .soft_delete(&agent, &d.id, Duration::from_secs(10), "old")
+                .await
+                .unwrap();
+            store
+                .soft_delete(&agent, &keep.id, Duration::from_secs(100), "old")
+                .await
+                .unwrap();
+            assert!(store.purge_expired().await.unwrap().is_empty());
+            clock.advance(Duration::from_secs(10));
+            assert_eq!(store.purge_expired().await.unwrap(), vec![d.id.clone()]);
+            assert!(store.get(&agent, &d.id).await.is_err());
+            assert!(store.history(&agent, &d.id).await.is_err());
+            assert!(store.get(&agent, &keep.id).await.is_ok());
+            // A cursor that names a purged deployment still says where the listing goes on.
+            let cursor = first_page.next.expect("a second page");
+            let rest = store
+                .list(&agent, &ListQuery::new().limit(2).after(cursor))
+                .await
+                .unwrap();
+            assert_eq!(rest.items, vec![old]);
+        });
+    }
+}

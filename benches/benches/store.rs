@@ -4,6 +4,10 @@
 //!   running deployments of one agent (each demotes the other, with two audit entries).
 //! - `store/promote_sqlite`: the same on a `SqliteStore` in a file of the temp dir, durable
 //!   (WAL, `synchronous = FULL`: one `fsync` of the log per promotion). Target ≤ 5 ms.
+//! - `store/promote_postgres`: the same on a `PostgresStore` in a database of its own on the
+//!   server `CAXTON_TEST_POSTGRES_URL` names (`.ci/postgres` starts one; skipped with a note
+//!   when it is unset): a transaction that locks the agent's row, demotes, promotes, audits
+//!   and notifies the change feed, committed with the server's `fsync`, over loopback.
 //! - `store/list_10k`: the first page (50, soft-deleted hidden) of an agent with 10,000
 //!   deployments in a `SqliteStore`, beside 1,000 of another agent.
 //!
@@ -54,6 +58,28 @@ fn promote(c: &mut Criterion) {
             black_box(promotion.expect("promote"));
         })
     });
+
+    match std::env::var("CAXTON_TEST_POSTGRES_URL") {
+        Ok(server) if !server.is_empty() => {
+            let db = caxton_postgres::ScratchDatabase::create(&server).expect("scratch database");
+            let postgres = caxton_postgres::PostgresStore::connect(db.url()).expect("connect");
+            let ids = two_running(&postgres, &agent);
+            let mut next = 1;
+            group.bench_function("promote_postgres", |b| {
+                b.iter(|| {
+                    let promotion = block_on(postgres.promote(&agent, &ids[next], "bench"));
+                    next ^= 1;
+                    black_box(promotion.expect("promote"));
+                })
+            });
+            drop(postgres);
+            drop(db);
+        }
+        _ => eprintln!(
+            "note: store/promote_postgres skipped: CAXTON_TEST_POSTGRES_URL is not set \
+             (run .ci/postgres to start a server)"
+        ),
+    }
     group.finish();
 }
 

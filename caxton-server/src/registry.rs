@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use caxton_host::{ConfigSource, DiskCacheKey, EngineConfig, Host};
+use caxton_postgres::PostgresStore;
 use caxton_sqlite::SqliteStore;
 
 /// The default registry: a SQLite file under `./.caxton/`.
@@ -71,6 +72,14 @@ pub enum RegistryError {
         #[source]
         source: Box<caxton_sqlite::OpenError>,
     },
+    /// The PostgreSQL registry could not be connected to or migrated (the text names the
+    /// server as `user@host:port/database`, never with the password).
+    #[error("cannot open the PostgreSQL registry: {source}")]
+    Postgres {
+        /// Why.
+        #[source]
+        source: Box<caxton_postgres::ConnectError>,
+    },
     /// The compiled-module cache's key could not be read or made.
     #[error("cannot use the compiled-module cache key {path}: {source}")]
     CacheKey {
@@ -116,7 +125,7 @@ impl Registry {
     pub fn open_host(&self, secrets: ConfigSource) -> Result<Host, RegistryError> {
         match self {
             Registry::Sqlite(path) => open_sqlite_host(path, secrets),
-            Registry::Postgres(_) => Err(RegistryError::PostgresUnavailable),
+            Registry::Postgres(url) => open_postgres_host(url, Path::new(".caxton"), secrets),
         }
     }
 }
@@ -138,6 +147,36 @@ fn open_sqlite_host(path: &Path, secrets: ConfigSource) -> Result<Host, Registry
             source,
         })?;
     let cache = dir.join("cache");
+    create_private_dir(&cache)?;
+    let host = Host::builder()
+        .store(Arc::new(store.clone()))
+        .artifacts(Arc::new(store.clone()))
+        .journal(Arc::new(store))
+        .engine(EngineConfig::default().disk_cache(cache, key))
+        .secrets(Arc::new(secrets))
+        .build()?;
+    Ok(host)
+}
+
+/// A host over the PostgreSQL registry at `url`: deployments, audit, artifacts and the
+/// journal in the database (shared by every host on it); compiled modules cached in
+/// `state/cache`, a local directory of this host's, with the key `state/cache.key`.
+fn open_postgres_host(
+    url: &str,
+    state: &Path,
+    secrets: ConfigSource,
+) -> Result<Host, RegistryError> {
+    create_private_dir(state)?;
+    let store = PostgresStore::connect(url).map_err(|source| RegistryError::Postgres {
+        source: Box::new(source),
+    })?;
+    let key_path = state.join("cache.key");
+    let key =
+        DiskCacheKey::load_or_create(&key_path).map_err(|source| RegistryError::CacheKey {
+            path: key_path,
+            source,
+        })?;
+    let cache = state.join("cache");
     create_private_dir(&cache)?;
     let host = Host::builder()
         .store(Arc::new(store.clone()))
@@ -239,5 +278,58 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o077, 0, "{mode:o}");
         }
+    }
+
+    /// A host on a PostgreSQL registry deploys; a new host on the same database (a
+    /// restart) recovers and routes to the same production. Needs the test server
+    /// (`CAXTON_TEST_POSTGRES_URL`, from `.ci/postgres`): skipped without it, except in
+    /// CI, where it fails.
+    #[test]
+    fn a_postgres_registry_keeps_the_production_across_a_restart() {
+        use caxton_host::{DeployRequest, ModuleSource};
+
+        let server = match std::env::var("CAXTON_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ if std::env::var_os("CI").is_some() => {
+                panic!("CAXTON_TEST_POSTGRES_URL is not set, and CI is: run .ci/postgres")
+            }
+            _ => {
+                eprintln!("note: skipped: CAXTON_TEST_POSTGRES_URL is not set");
+                return;
+            }
+        };
+        let db = caxton_postgres::ScratchDatabase::create(&server).unwrap();
+        let registry: Registry = db.url().parse().unwrap();
+        let Registry::Postgres(url) = &registry else {
+            panic!("{registry:?}")
+        };
+        let state = tempfile::tempdir().unwrap();
+        let agent = caxton_core::AgentId::new("processor").unwrap();
+        let module = ModuleSource::Bytes(caxton_wasm::fixtures::tagged_echo("v1:").into());
+        let v1 = {
+            let host = open_postgres_host(url, state.path(), ConfigSource::new()).unwrap();
+            let v1 = futures::executor::block_on(async {
+                let deployed = host
+                    .deploy(
+                        DeployRequest::builder(agent.clone(), module)
+                            .label("v1")
+                            .build(),
+                    )
+                    .await
+                    .unwrap();
+                deployed.rollout.wait().await.unwrap();
+                deployed.deployment.id
+            });
+            assert_eq!(host.send(&agent, None, b"x").unwrap().deployment, v1);
+            v1
+        };
+        // The restart: a new host on the same database and a fresh cache directory.
+        let state = tempfile::tempdir().unwrap();
+        let host = open_postgres_host(url, state.path(), ConfigSource::new()).unwrap();
+        let recovery = futures::executor::block_on(host.recover()).unwrap();
+        assert_eq!(recovery.agents, 1, "{recovery:?}");
+        let delivery = host.send(&agent, None, b"x").unwrap();
+        assert_eq!(delivery.deployment, v1);
+        assert_eq!(delivery.reply, b"v1:x");
     }
 }

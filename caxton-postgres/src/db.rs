@@ -165,7 +165,7 @@ impl Database {
             let result = conn
                 .transaction("BEGIN ISOLATION LEVEL READ COMMITTED", move |client| {
                     Box::pin(async move {
-                        let at = lock_agent(client, &agent, clock.now()).await?;
+                        let at = lock_agent(client, &agent, &*clock).await?;
                         client
                             .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &agent])
                             .await?;
@@ -231,12 +231,13 @@ impl Database {
 }
 
 /// Locks the agent's row (making it on the agent's first write) and returns the time to
-/// stamp: `now`, but never before the agent's last audit entry, so audit times follow
-/// audit order even when the clocks of two hosts disagree.
+/// stamp: the clock's, read once the lock is held, but never before the agent's last
+/// audit entry, so audit times follow audit order even when the clocks of two hosts
+/// disagree.
 async fn lock_agent(
     client: &Client,
     agent: &str,
-    now: Timestamp,
+    clock: &dyn Clock,
 ) -> Result<Timestamp, PostgresError> {
     client
         .execute(
@@ -254,6 +255,8 @@ async fn lock_agent(
         .query_one("SELECT max(at) FROM audit WHERE agent_id = $1", &[&agent])
         .await?
         .get(0);
+    // Read after the lock is held: the time of this write, not of its wait.
+    let now = clock.now();
     let last = Timestamp::from_millis(last.and_then(|at| u64::try_from(at).ok()).unwrap_or(0));
     Ok(now.max(last))
 }

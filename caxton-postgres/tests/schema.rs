@@ -162,3 +162,28 @@ fn a_password_is_never_printed() {
     assert!(!bad.to_string().contains("hunter2"), "{bad}");
     assert!(!format!("{bad:?}").contains("hunter2"), "{bad:?}");
 }
+
+#[test]
+fn a_store_connected_with_a_password_never_prints_it() {
+    let Some(db) = common::scratch() else {
+        return;
+    };
+    // The test server trusts loopback, so any password connects; it must show nowhere.
+    let with_password = db.url().split_once("://").and_then(|(scheme, rest)| {
+        let (user, host) = rest.split_once('@')?;
+        (!user.contains(':')).then(|| format!("{scheme}://{user}:hunter2@{host}"))
+    });
+    let Some(url) = with_password else {
+        return eprintln!("note: skipped: the test server's URL names no user");
+    };
+    let store = PostgresStore::builder(&url).connect().unwrap();
+    assert!(!format!("{store:?}").contains("hunter2"), "{store:?}");
+    assert!(!store.target().contains("hunter2"));
+    assert!(
+        store.target().ends_with(&format!("/{}", db.name())),
+        "{}",
+        store.target()
+    );
+    let feed = block_on(store.follow()).unwrap();
+    assert!(!format!("{feed:?}").contains("hunter2"), "{feed:?}");
+}

@@ -86,7 +86,8 @@ impl Connection {
 }
 
 struct Running {
-    runtime: tokio::runtime::Runtime,
+    /// The server runs on it; dropping it stops the server.
+    _runtime: tokio::runtime::Runtime,
     addr: SocketAddr,
     host: Arc<Host>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -122,7 +123,7 @@ fn start() -> Running {
         let _ = stopped.await;
     }));
     Running {
-        runtime,
+        _runtime: runtime,
         addr,
         host,
         stop: Some(stop),

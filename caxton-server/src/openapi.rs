@@ -1,6 +1,6 @@
 //! `GET /openapi.json`: an OpenAPI 3.1 description of every route, body and error.
 //!
-//! The operations are listed once, in [`OPERATIONS`]; a test checks them against the
+//! The operations are listed once, in `OPERATIONS`; a test checks them against the
 //! routes the server really has, both ways.
 
 use serde_json::{Map, Value, json};

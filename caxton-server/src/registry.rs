@@ -51,9 +51,6 @@ pub enum RegistryError {
     /// `sqlite:` with no path.
     #[error("registry `sqlite:` names no file")]
     EmptyPath,
-    /// This build has no PostgreSQL registry.
-    #[error("the PostgreSQL registry is not part of this build yet; use `--registry sqlite:PATH`")]
-    PostgresUnavailable,
     /// The registry's directory could not be made.
     #[error("cannot create the registry directory {path}: {source}")]
     Directory {

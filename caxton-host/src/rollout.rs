@@ -111,7 +111,7 @@ impl RolloutSlot {
             EventKind::Checked { status, .. } => match status {
                 CheckStatus::Clear => progress.judge.passed += 1,
                 CheckStatus::Breached => progress.judge.failed += 1,
-                CheckStatus::NoData => progress.judge.inconclusive += 1,
+                CheckStatus::NoData | CheckStatus::Inconclusive => progress.judge.inconclusive += 1,
             },
             EventKind::Judged { judgement, .. } => match judgement.verdict {
                 Verdict::Pass => progress.judge.passed += 1,

@@ -16,6 +16,10 @@ use std::str::FromStr;
 use caxton_core::MetricWindow;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::evidence::{
+    Evidence, binomial_bounds, difference_bounds, mean_bounds, quantile_bounds, z_for,
+};
+
 /// A latency statistic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LatencyStat {
@@ -323,6 +327,9 @@ pub enum CheckStatus {
     Clear,
     /// There was no data to decide (no requests, no samples, or no baseline).
     NoData,
+    /// There are data, but they show neither a breach nor the candidate within bounds
+    /// at the gate's confidence.
+    Inconclusive,
 }
 
 /// The result of checking one condition.
@@ -336,6 +343,10 @@ pub struct Check {
     pub observed: Option<f64>,
     /// The limit it was compared with, when known (relative limits need a baseline value).
     pub limit: Option<f64>,
+    /// What the data say of the candidate's value, in the metric's units: the bound a
+    /// trip needs (the lower one for `>`, `>=`) and the bound a pass needs, as
+    /// `[lower, upper]`; a side is `None` when the data cannot bound it yet.
+    pub bounds: Option<[Option<f64>; 2]>,
 }
 
 impl Check {
@@ -366,6 +377,35 @@ impl Check {
     }
 }
 
+impl Check {
+    /// [`Check::describe`] with what the data say: `Error rate: 0.8% (threshold: 1%),
+    /// inconclusive: between 0.4% and 1.3%`. `confidence` is the gates' setting, named
+    /// in the text.
+    pub fn describe_evidence(&self, confidence: f64) -> String {
+        let metric = &self.condition.metric;
+        let status = match self.status {
+            CheckStatus::Breached => "breached",
+            CheckStatus::Clear => "within bounds",
+            CheckStatus::NoData => "no data",
+            CheckStatus::Inconclusive => "inconclusive",
+        };
+        let side = |value: Option<f64>, fallback: &str| match value {
+            Some(v) if v.is_finite() => metric.format_value(v),
+            _ => fallback.to_owned(),
+        };
+        match self.bounds {
+            Some([lower, upper]) => format!(
+                "{}, {status} at {}% confidence: between {} and {}",
+                self.describe(),
+                trim_float(confidence * 100.0),
+                side(lower, "nothing yet"),
+                side(upper, "too few samples to bound")
+            ),
+            None => format!("{}, {status}", self.describe()),
+        }
+    }
+}
+
 fn human_label(metric: &Metric) -> String {
     match metric {
         Metric::ErrorRate => "Error rate".to_owned(),
@@ -382,8 +422,24 @@ fn human_label(metric: &Metric) -> String {
 
 impl Condition {
     /// Checks the condition on the candidate's window, with the baseline's for relative
-    /// thresholds.
+    /// thresholds, at the default confidence and a single look (see
+    /// [`Condition::check_with`]).
     pub fn check(&self, candidate: &MetricWindow, baseline: Option<&MetricWindow>) -> Check {
+        self.check_with(candidate, baseline, Evidence::default())
+    }
+
+    /// Checks the condition on evidence: it is [`CheckStatus::Breached`] when the data
+    /// show it holds at the trip level of `evidence` (the confidence shared among the
+    /// step's looks), [`CheckStatus::Clear`] when they show it does not at the plain
+    /// confidence, [`CheckStatus::NoData`] with nothing to go on (no requests, samples or
+    /// baseline) and [`CheckStatus::Inconclusive`] otherwise. The statistics are those of
+    /// [`crate::evidence`].
+    pub fn check_with(
+        &self,
+        candidate: &MetricWindow,
+        baseline: Option<&MetricWindow>,
+        evidence: Evidence,
+    ) -> Check {
         let observed = self.metric.value_if_estimable(candidate);
         let limit = match self.threshold {
             Threshold::Absolute(value) => Some(value),
@@ -391,18 +447,168 @@ impl Condition {
                 .and_then(|b| self.metric.value_if_estimable(b))
                 .map(|v| v * factor),
         };
-        let status = match (observed, limit) {
-            (Some(observed), Some(limit)) if self.comparison.holds(observed, limit) => {
-                CheckStatus::Breached
-            }
-            (Some(_), Some(_)) => CheckStatus::Clear,
-            _ => CheckStatus::NoData,
+        let baseline = match self.threshold {
+            Threshold::Absolute(_) => None,
+            Threshold::Relative { .. } => match baseline {
+                Some(baseline) => Some(baseline),
+                None => {
+                    return Check {
+                        condition: self.clone(),
+                        status: CheckStatus::NoData,
+                        observed,
+                        limit,
+                        bounds: None,
+                    };
+                }
+            },
         };
+        // A high value breaches `>` and `>=`: a trip needs the lower bound of the margin
+        // (candidate minus limit) above zero, a pass its upper bound not above it. A low
+        // value breaches `<` and `<=`: the other way round.
+        let high_is_bad = matches!(self.comparison, Comparison::Above | Comparison::AtLeast);
+        let (trip_alpha, pass_alpha) = (evidence.trip_alpha(), evidence.pass_alpha());
+        let (lower_alpha, upper_alpha) = if high_is_bad {
+            (trip_alpha, pass_alpha)
+        } else {
+            (pass_alpha, trip_alpha)
+        };
+        let margin = self.margin_bounds(candidate, baseline, lower_alpha, upper_alpha);
+        let status = match margin {
+            None => CheckStatus::NoData,
+            Some(Margin { lower, upper, .. }) => {
+                let (trip, pass) = if high_is_bad {
+                    (
+                        lower.is_some_and(|l| self.comparison.holds(l, 0.0)),
+                        upper.is_some_and(|u| !self.comparison.holds(u, 0.0)),
+                    )
+                } else {
+                    (
+                        upper.is_some_and(|u| self.comparison.holds(u, 0.0)),
+                        lower.is_some_and(|l| !self.comparison.holds(l, 0.0)),
+                    )
+                };
+                match (trip, pass) {
+                    (true, _) => CheckStatus::Breached,
+                    (false, true) => CheckStatus::Clear,
+                    (false, false) => CheckStatus::Inconclusive,
+                }
+            }
+        };
+        let bounds = margin.map(|m| {
+            let shift = m.limit;
+            [m.lower.map(|l| l + shift), m.upper.map(|u| u + shift)]
+        });
         Check {
             condition: self.clone(),
             status,
-            observed,
+            observed: observed.or_else(|| {
+                // A breach shown by few samples still reports a value.
+                (status == CheckStatus::Breached)
+                    .then(|| self.metric.value(candidate))
+                    .flatten()
+            }),
             limit,
+            bounds,
+        }
+    }
+
+    /// Bounds of `candidate - limit` (the margin; below zero is inside a `>` gate): the
+    /// lower one holding with probability `1 - lower_alpha`, the upper with `1 -
+    /// upper_alpha`. `None` when there is nothing to go on.
+    fn margin_bounds(
+        &self,
+        candidate: &MetricWindow,
+        baseline: Option<&MetricWindow>,
+        lower_alpha: f64,
+        upper_alpha: f64,
+    ) -> Option<Margin> {
+        let (z_lower, z_upper) = (z_for(lower_alpha), z_for(upper_alpha));
+        let factor = match self.threshold {
+            Threshold::Relative { factor } => factor,
+            Threshold::Absolute(_) => 1.0,
+        };
+        match (&self.metric, self.threshold, baseline) {
+            (Metric::ErrorRate, Threshold::Absolute(limit), _) => {
+                let [lower, upper] = binomial_bounds(
+                    candidate.errors,
+                    candidate.requests,
+                    lower_alpha,
+                    upper_alpha,
+                )?;
+                Some(Margin::of(lower - limit, upper - limit, limit))
+            }
+            (Metric::ErrorRate, Threshold::Relative { .. }, Some(base)) => {
+                let a = (candidate.errors, candidate.requests);
+                let b = (base.errors, base.requests);
+                let [lower, _] = difference_bounds(a, b, factor, z_lower)?;
+                let [_, upper] = difference_bounds(a, b, factor, z_upper)?;
+                Some(Margin::of(lower, upper, factor * base.error_rate()?))
+            }
+            (Metric::Latency(stat), threshold, base) => match stat.quantile() {
+                Some(q) => {
+                    let absolute = |window: &MetricWindow, lower: f64, upper: f64| {
+                        quantile_bounds(&window.latency_ms, q, lower, upper)
+                    };
+                    match (threshold, base) {
+                        (Threshold::Absolute(limit), _) => {
+                            let [lower, upper] = absolute(candidate, lower_alpha, upper_alpha)?;
+                            Some(Margin {
+                                lower: Some(lower.map_or(f64::NEG_INFINITY, |l| l - limit)),
+                                upper: upper.map(|u| u - limit),
+                                limit,
+                            })
+                        }
+                        (Threshold::Relative { .. }, Some(base)) => {
+                            // Each side of each sample gets half the error rate.
+                            let [c_lower, c_upper] =
+                                absolute(candidate, lower_alpha / 2.0, upper_alpha / 2.0)?;
+                            let [b_lower, b_upper] =
+                                absolute(base, upper_alpha / 2.0, lower_alpha / 2.0)?;
+                            let limit = factor * nearest_rank(&base.latency_ms, q)?;
+                            let lower = match (c_lower, b_upper) {
+                                (Some(c), Some(b)) => c - factor * b,
+                                _ => f64::NEG_INFINITY,
+                            };
+                            let upper = match (c_upper, b_lower) {
+                                (Some(c), Some(b)) => Some(c - factor * b),
+                                _ => None,
+                            };
+                            Some(Margin {
+                                lower: Some(lower),
+                                upper,
+                                limit,
+                            })
+                        }
+                        (Threshold::Relative { .. }, None) => None,
+                    }
+                }
+                None => mean_margin(
+                    &candidate.latency_ms,
+                    base.map(|b| b.latency_ms.as_slice()),
+                    threshold,
+                    (z_lower, z_upper),
+                ),
+            },
+            (Metric::Custom(name), threshold, base) => {
+                let samples = |w: &MetricWindow| w.custom.get(name).cloned().unwrap_or_default();
+                let base_samples = base.map(samples);
+                mean_margin(
+                    &samples(candidate),
+                    base_samples.as_deref(),
+                    threshold,
+                    (z_lower, z_upper),
+                )
+            }
+            // Costs are totals the host measures, not samples: the value is exact.
+            (metric, threshold, base) => {
+                let value = metric.value(candidate)?;
+                let limit = match (threshold, base) {
+                    (Threshold::Absolute(limit), _) => limit,
+                    (Threshold::Relative { factor }, Some(base)) => factor * metric.value(base)?,
+                    (Threshold::Relative { .. }, None) => return None,
+                };
+                Some(Margin::of(value - limit, value - limit, limit))
+            }
         }
     }
 
@@ -439,6 +645,50 @@ impl Condition {
         }
         Ok(conditions)
     }
+}
+
+/// Bounds of a candidate's margin over its limit, and the limit they are relative to.
+#[derive(Debug, Clone, Copy)]
+struct Margin {
+    lower: Option<f64>,
+    upper: Option<f64>,
+    limit: f64,
+}
+
+impl Margin {
+    fn of(lower: f64, upper: f64, limit: f64) -> Self {
+        Margin {
+            lower: Some(lower),
+            upper: Some(upper),
+            limit,
+        }
+    }
+}
+
+/// The margin of a sample mean over an absolute limit, or over `factor` times the
+/// baseline's mean (a normal bound of the difference, counting both samples).
+fn mean_margin(
+    candidate: &[f64],
+    baseline: Option<&[f64]>,
+    threshold: Threshold,
+    (z_lower, z_upper): (f64, f64),
+) -> Option<Margin> {
+    let estimate = mean_bounds(candidate, 0.0)?;
+    let (limit, base_error, factor) = match (threshold, baseline) {
+        (Threshold::Absolute(limit), _) => (limit, 0.0, 0.0),
+        (Threshold::Relative { factor }, Some(base)) => {
+            let base = mean_bounds(base, 0.0)?;
+            (factor * base.mean, base.error, factor)
+        }
+        (Threshold::Relative { .. }, None) => return None,
+    };
+    let error = (estimate.error.powi(2) + (factor * base_error).powi(2)).sqrt();
+    let margin = estimate.mean - limit;
+    Some(Margin::of(
+        margin - z_lower * error,
+        margin + z_upper * error,
+        limit,
+    ))
 }
 
 impl fmt::Display for Condition {
@@ -958,33 +1208,92 @@ mod tests {
     }
 
     #[test]
-    fn checks_absolute_and_relative_thresholds() {
-        let mut slow = vec![10.0; 99];
-        slow.push(150.0);
-        slow.push(150.0);
-        let candidate = window(1_000, 20, &slow);
-        let baseline = window(1_000, 10, &[10.0; 100]);
+    fn checks_decide_on_evidence() {
         let rate: Condition = "error_rate > 1%".parse().unwrap();
-        let check = rate.check(&candidate, None);
+        // 20 errors in 1,000: the 95 % lower bound is about 1.4 %, above the gate.
+        let check = rate.check(&window(1_000, 20, &[]), None);
         assert_eq!(check.status, CheckStatus::Breached);
         assert_eq!(check.observed, Some(0.02));
         assert_eq!(check.describe(), "Error rate: 2% (threshold: 1%)");
-        let relative: Condition = "error_rate > baseline * 2.5".parse().unwrap();
+        // 2 errors in 150 (1.3 %) shows nothing either way.
         assert_eq!(
-            relative.check(&candidate, Some(&baseline)).status,
+            rate.check(&window(150, 2, &[]), None).status,
+            CheckStatus::Inconclusive
+        );
+        // 5 in 2,000: the upper bound is about 0.45 %, within the gate.
+        let clear = rate.check(&window(2_000, 5, &[]), None);
+        assert_eq!(clear.status, CheckStatus::Clear);
+        assert!(
+            clear
+                .describe_evidence(0.95)
+                .contains("within bounds at 95% confidence"),
+            "{}",
+            clear.describe_evidence(0.95)
+        );
+        // Shared among 100 looks, 2 % in 1,000 is no longer enough to trip.
+        assert_eq!(
+            rate.check_with(&window(1_000, 20, &[]), None, Evidence::new(0.95, 100))
+                .status,
+            CheckStatus::Inconclusive
+        );
+
+        let relative: Condition = "error_rate > baseline * 2.5".parse().unwrap();
+        let (small, small_base) = (window(1_000, 20, &[]), window(1_000, 10, &[]));
+        assert_eq!(
+            relative.check(&small, Some(&small_base)).status,
+            CheckStatus::Inconclusive
+        );
+        let (large, large_base) = (window(100_000, 2_000, &[]), window(100_000, 1_000, &[]));
+        assert_eq!(
+            relative.check(&large, Some(&large_base)).status,
             CheckStatus::Clear
         );
-        assert_eq!(relative.check(&candidate, None).status, CheckStatus::NoData);
+        let worse = window(100_000, 4_000, &[]);
+        assert_eq!(
+            relative.check(&worse, Some(&large_base)).status,
+            CheckStatus::Breached
+        );
+        assert_eq!(relative.check(&small, None).status, CheckStatus::NoData);
+
         let p99: Condition = "p99 > 100ms".parse().unwrap();
-        assert_eq!(p99.check(&candidate, None).status, CheckStatus::Breached);
-        assert_eq!(p99.check(&baseline, None).status, CheckStatus::Clear);
-        // Too few samples for a 99th percentile: no data, not a verdict.
+        // 10 samples all at 500 ms: were the 99th percentile at most 100 ms, two or more
+        // samples above it would be a 0.4 % chance.
         assert_eq!(
             p99.check(&window(10, 0, &[500.0; 10]), None).status,
-            CheckStatus::NoData
+            CheckStatus::Breached
         );
+        // 100 samples at 10 ms cannot bound a 99th percentile above; 300 can.
+        assert_eq!(
+            p99.check(&window(100, 0, &[10.0; 100]), None).status,
+            CheckStatus::Inconclusive
+        );
+        assert_eq!(
+            p99.check(&window(300, 0, &[10.0; 300]), None).status,
+            CheckStatus::Clear
+        );
+        let relative_p99: Condition = "p99 > baseline * 2".parse().unwrap();
+        assert_eq!(
+            relative_p99
+                .check(
+                    &window(600, 0, &[50.0; 600]),
+                    Some(&window(600, 0, &[10.0; 600]))
+                )
+                .status,
+            CheckStatus::Breached
+        );
+        assert_eq!(
+            relative_p99
+                .check(
+                    &window(600, 0, &[10.0; 600]),
+                    Some(&window(600, 0, &[10.0; 600]))
+                )
+                .status,
+            CheckStatus::Clear
+        );
+
         let empty = window(0, 0, &[]);
         assert_eq!(rate.check(&empty, None).status, CheckStatus::NoData);
+        assert_eq!(p99.check(&empty, None).status, CheckStatus::NoData);
         assert_eq!(
             p99.check(&empty, None).describe(),
             "P99 latency: no data (threshold: 100ms)"
@@ -994,13 +1303,17 @@ mod tests {
     #[test]
     fn custom_metrics_read_the_window_samples() {
         let mut candidate = window(10, 0, &[]);
-        candidate
-            .custom
-            .insert("fuel_per_message".into(), vec![2e6, 1e6]);
+        let samples: Vec<f64> = (0..100)
+            .map(|i| if i % 2 == 0 { 2e6 } else { 1e6 })
+            .collect();
+        candidate.custom.insert("fuel_per_message".into(), samples);
         let c: Condition = "fuel_per_message > 1e6".parse().unwrap();
         let check = c.check(&candidate, None);
         assert_eq!(check.status, CheckStatus::Breached);
         assert_eq!(check.observed, Some(1.5e6));
+        let mut two = window(10, 0, &[]);
+        two.custom.insert("fuel_per_message".into(), vec![2e6, 1e6]);
+        assert_eq!(c.check(&two, None).status, CheckStatus::Inconclusive);
         assert_eq!(
             c.check(&window(10, 0, &[]), None).status,
             CheckStatus::NoData

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
 use crate::duration::{HumanDuration, MAX_DURATION, serde_text};
+use crate::evidence::{DEFAULT_CONFIDENCE, Evidence, MAX_CONFIDENCE, MIN_CONFIDENCE};
 use crate::judge::Judge;
 
 /// Why a strategy configuration is not valid.
@@ -52,6 +53,12 @@ pub enum ConfigError {
         field: &'static str,
         /// The value given.
         value: HumanDuration,
+    },
+    /// The gates' confidence is outside 50 %..=99.99 %.
+    #[error("confidence is {value}; it must be between 50% and 99.99%")]
+    Confidence {
+        /// The value given, as a fraction.
+        value: f64,
     },
     /// A number is out of its range.
     #[error("{field} is {value}; {expected}")]
@@ -111,6 +118,16 @@ pub struct Gates {
     /// The statistical judge for latency; `None` (the default) leaves it out. Only what
     /// the spec names decides, so the judge is on only when a spec asks for it.
     pub judge: Option<Judge>,
+    /// How sure a rollback condition must be before it decides (default 95 %): it trips
+    /// when the data show it holds at this confidence, shared among the step's checks,
+    /// and a step passes only when the data show every condition does not hold at this
+    /// confidence. See [`crate::evidence`].
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+}
+
+fn default_confidence() -> f64 {
+    DEFAULT_CONFIDENCE
 }
 
 impl Default for Gates {
@@ -123,14 +140,33 @@ impl Default for Gates {
             pause_timeout: Duration::from_secs(3_600),
             drain_timeout: Duration::from_secs(30),
             judge: None,
+            confidence: DEFAULT_CONFIDENCE,
         }
     }
 }
 
 impl Gates {
+    /// The evidence a check needs in a step spanning `hold`: the gates' confidence,
+    /// shared among the checks the step can make in its hold, its longest extension and
+    /// its longest pause.
+    pub fn evidence(&self, hold: Duration) -> Evidence {
+        let span = hold
+            .saturating_add(self.max_extension)
+            .saturating_add(self.pause_timeout);
+        Evidence::new(
+            self.confidence,
+            Evidence::looks_in(span, self.check_interval),
+        )
+    }
+
     /// Checks the settings: the check interval and the pause timeout are longer than 0s,
     /// and no duration is longer than [`MAX_DURATION`].
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(MIN_CONFIDENCE..=MAX_CONFIDENCE).contains(&self.confidence) {
+            return Err(ConfigError::Confidence {
+                value: self.confidence,
+            });
+        }
         for (field, value) in [
             ("check_interval", self.check_interval),
             ("pause_timeout", self.pause_timeout),

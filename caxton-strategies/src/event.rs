@@ -400,7 +400,7 @@ impl RolloutEvent {
                 match status {
                     CheckStatus::Breached => Mark::Failed,
                     CheckStatus::Clear => Mark::Done,
-                    CheckStatus::NoData => Mark::Progress,
+                    CheckStatus::NoData | CheckStatus::Inconclusive => Mark::Progress,
                 },
                 description.clone(),
             )],

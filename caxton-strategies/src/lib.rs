@@ -118,6 +118,7 @@ pub mod config;
 pub mod driver;
 pub mod duration;
 pub mod event;
+pub mod evidence;
 pub mod judge;
 pub mod plan;
 pub mod shadow;

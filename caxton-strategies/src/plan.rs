@@ -57,6 +57,11 @@ pub struct PlanGate {
     pub check_interval_s: Option<f64>,
     /// Requests the candidate must have handled in the step before the gate may decide.
     pub min_requests: u64,
+    /// How sure a condition must be before it decides, as a fraction (conditions): it
+    /// trips when the data show it holds at this confidence, shared among the step's
+    /// checks, and lets a step end only when they show it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
 }
 
 /// A rollout's plan.
@@ -76,6 +81,9 @@ pub struct Plan {
     /// Requests the candidate must handle in a step before anything is decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u64>,
+    /// How sure the conditions must be before they decide, as a fraction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
     /// The statistical judge, when on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub judge: Option<PlanJudge>,
@@ -102,6 +110,7 @@ impl Plan {
             rollback_on: Vec::new(),
             check_interval_s: None,
             min_requests: None,
+            confidence: None,
             judge: None,
             gates: Vec::new(),
             nominal_duration_s: 0.0,
@@ -325,6 +334,7 @@ impl Plan {
         self.rollback_on = gates.rollback_on.iter().map(|c| c.to_string()).collect();
         self.check_interval_s = Some(gates.check_interval.as_secs_f64());
         self.min_requests = Some(gates.min_requests);
+        self.confidence = Some(gates.confidence);
         self.judge = gates.judge.map(|j| PlanJudge {
             confidence: j.confidence(),
             tolerance: j.tolerance(),
@@ -340,6 +350,7 @@ impl Plan {
                 when: format!("every {every}"),
                 check_interval_s: Some(gates.check_interval.as_secs_f64()),
                 min_requests: gates.min_requests,
+                confidence: Some(gates.confidence),
             })
             .collect();
         if let (true, Some(judge)) = (judged, gates.judge) {
@@ -354,16 +365,29 @@ impl Plan {
                 when: "at the end of each hold".to_owned(),
                 check_interval_s: None,
                 min_requests: gates.min_requests,
+                confidence: None,
             });
         }
         if holds {
+            if !gates.rollback_on.is_empty() {
+                self.notes.push(format!(
+                    "a step goes on only when the data show every condition within bounds at \
+                     {}% confidence; a condition rolls back when they show it breached at {}% \
+                     confidence, shared among the step's checks",
+                    round(gates.confidence * 100.0),
+                    round(gates.confidence * 100.0)
+                ));
+            }
             let wanting = if self.gates.iter().any(|g| g.kind == "judge") {
-                "too little traffic or an inconclusive judgement"
-            } else {
+                "too little traffic, inconclusive evidence or an inconclusive judgement"
+            } else if gates.rollback_on.is_empty() {
                 "too little traffic"
+            } else {
+                "too little traffic or inconclusive evidence"
             };
             self.notes.push(format!(
-                "{wanting} extends a hold by up to {}, then the rollout pauses for a person",
+                "{wanting} extends a hold by up to {}, then the rollout pauses for a person; \
+                 a pause for want of evidence ends by itself once the evidence is in",
                 HumanDuration(gates.max_extension)
             ));
         }
@@ -390,8 +414,11 @@ impl Plan {
             } else {
                 header.push("Gates that decide (nothing else rolls back):".to_owned());
                 for gate in &self.gates {
+                    let sure = gate.confidence.map_or_else(String::new, |c| {
+                        format!(", at {}% confidence", round(c * 100.0))
+                    });
                     header.push(format!(
-                        "  {} {}, {} once {} requests are in",
+                        "  {} {}, {} once {} requests are in{sure}",
                         gate.kind, gate.rule, gate.when, gate.min_requests
                     ));
                 }

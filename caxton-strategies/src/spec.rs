@@ -22,7 +22,9 @@
 //! `forced_drain_after` and, to ramp the share of new sessions before the switch, the
 //! canary stages (`- canary: { weight: 5%, hold: 5m }` … `- full: 100%`). Every
 //! strategy with gates also takes `check_interval`, `min_requests`, `max_extension`,
-//! `pause_timeout` and `drain_timeout`. Only the gates a spec names decide: the
+//! `pause_timeout`, `drain_timeout` and `confidence` (how sure a rollback condition must
+//! be before it decides, from 50% to 99.99%, default 95%; see
+//! [`evidence`](crate::evidence)). Only the gates a spec names decide: the
 //! Mann-Whitney latency judge (canary and shadow) is off unless the spec turns it on with
 //! `judge: { latency: 10% }` (the latency regression it tolerates) or `judge: {
 //! confidence: 95%, tolerance: 10%, min_samples: 20 }`; `judge: off` is accepted too.
@@ -45,6 +47,7 @@ use crate::config::{
     Preflight, RainbowConfig,
 };
 use crate::duration::serde_text;
+use crate::evidence::{MAX_CONFIDENCE, MIN_CONFIDENCE};
 use crate::judge::{Judge, Method};
 use crate::shadow::{Equivalence, ShadowAspect, ShadowSettings};
 
@@ -183,6 +186,8 @@ struct RawDeployment {
     drain_timeout: Option<Duration>,
     #[serde(default)]
     judge: Option<JudgeSetting>,
+    #[serde(default)]
+    confidence: Option<Fraction>,
     #[serde(default, with = "serde_text::option")]
     duration: Option<Duration>,
     #[serde(default)]
@@ -555,6 +560,7 @@ impl RawDeployment {
         add(self.pause_timeout.is_some(), "pause_timeout");
         add(self.drain_timeout.is_some(), "drain_timeout");
         add(self.judge.is_some(), "judge");
+        add(self.confidence.is_some(), "confidence");
         add(self.duration.is_some(), "duration");
         add(self.sample.is_some(), "sample");
         add(self.compare.is_some(), "compare");
@@ -568,8 +574,9 @@ impl RawDeployment {
     }
 
     fn into_spec(self) -> Result<RolloutSpec, SpecError> {
-        const GATES: [&str; 6] = [
+        const GATES: [&str; 7] = [
             "rollback_on",
+            "confidence",
             "check_interval",
             "min_requests",
             "max_extension",
@@ -664,6 +671,18 @@ impl RawDeployment {
         }
         if let Some(timeout) = self.drain_timeout {
             gates.drain_timeout = timeout;
+        }
+        if let Some(Fraction(confidence)) = self.confidence {
+            if !(MIN_CONFIDENCE..=MAX_CONFIDENCE).contains(&confidence) {
+                return Err(invalid(
+                    "deployment.confidence",
+                    format!(
+                        "{}% is not a confidence the gates can use; give one from 50% to 99.99%",
+                        confidence * 100.0
+                    ),
+                ));
+            }
+            gates.confidence = confidence;
         }
         match &self.judge {
             None => {}

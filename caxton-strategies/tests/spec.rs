@@ -369,3 +369,25 @@ fn compact_forms_report_their_flag_and_position() {
         "{err}"
     );
 }
+
+#[test]
+fn gates_take_a_confidence_and_refuse_a_bad_one_by_its_path() {
+    let spec = RolloutSpec::from_yaml(
+        "deployment:\n  strategy: canary\n  rollback_on: [\"error_rate > 1%\"]\n  confidence: 99%\n",
+    )
+    .unwrap();
+    assert_eq!(spec.strategy.gates().unwrap().confidence, 0.99);
+    let default = RolloutSpec::from_yaml("deployment:\n  strategy: canary\n").unwrap();
+    assert_eq!(default.strategy.gates().unwrap().confidence, 0.95);
+    let fraction =
+        RolloutSpec::from_yaml("deployment:\n  strategy: rainbow\n  confidence: 0.9\n").unwrap();
+    assert_eq!(fraction.strategy.gates().unwrap().confidence, 0.9);
+    for bad in ["40%", "100%", "150%", "1.5", "-3%", "sure"] {
+        let err = yaml_error(&format!(
+            "deployment:\n  strategy: canary\n  confidence: {bad}\n"
+        ));
+        assert_eq!(err.path(), Some("deployment.confidence"), "{bad}: {err}");
+    }
+    let err = yaml_error("deployment:\n  strategy: direct\n  confidence: 95%\n");
+    assert_eq!(err.path(), Some("deployment.confidence"), "{err}");
+}

@@ -68,7 +68,7 @@ impl Canary {
             baseline,
             step,
             canary_stage_name(step.weight),
-            self.config.gates.check_interval,
+            &self.config.gates,
             out,
         ) else {
             return;
@@ -83,6 +83,8 @@ impl Canary {
     fn promote(&mut self, input: &StepInput<'_>, out: &mut Vec<Directive>) {
         out.push(Directive::Promote);
         self.core.reset_windows(input.now, false);
+        self.core
+            .plan_looks(&self.config.gates, self.config.cleanup);
         if input.context.baseline.is_none() || self.config.cleanup.is_zero() {
             self.phase =
                 match self
@@ -197,6 +199,8 @@ impl Strategy for Canary {
                     self.promote(&input, &mut out);
                 } else if effects.promote_step {
                     self.start_step(index + 1, &input, &mut out);
+                } else if self.core.evidence_resumes(&gates, input.now, &mut out) {
+                    self.gate(index, extended, &stage, &input, &mut out);
                 } else if self.core.pause.is_some() {
                     self.core.wait_while_paused(input.now, &gates, &mut out);
                 } else if input.now < hold_until {

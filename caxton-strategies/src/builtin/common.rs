@@ -8,6 +8,7 @@ use caxton_core::{DeploymentId, MetricWindow, Split, Timestamp};
 use crate::condition::{Check, CheckStatus};
 use crate::config::{CanaryStep, Gates, Preflight};
 use crate::event::{EventKind, MetricsSummary};
+use crate::evidence::Evidence;
 use crate::judge::Verdict;
 use crate::strategy::{Command, Directive, Outcome, Reason, ReasonKind, StepInput};
 
@@ -45,6 +46,9 @@ pub(crate) struct CommandEffects {
 pub(crate) struct Pause {
     pub since: Timestamp,
     pub reason: String,
+    /// Paused at the end of a hold for want of evidence: the pause ends by itself once
+    /// the evidence is in, unless a person paused the rollout too.
+    pub awaiting_evidence: bool,
 }
 
 /// State every built-in strategy keeps.
@@ -55,6 +59,8 @@ pub(crate) struct Core {
     pub candidate: MetricWindow,
     pub baseline: MetricWindow,
     pub finished: bool,
+    /// How sure the gates must be in the current step; `None` until a step plans it.
+    pub evidence: Option<Evidence>,
 }
 
 impl Core {
@@ -65,6 +71,7 @@ impl Core {
             candidate: MetricWindow::default(),
             baseline: MetricWindow::default(),
             finished: false,
+            evidence: None,
         }
     }
 
@@ -127,11 +134,11 @@ impl Core {
         let mut effects = CommandEffects::default();
         for command in input.commands {
             match command {
-                Command::Pause => {
-                    if self.pause.is_none() {
-                        self.pause(input.now, "paused by an operator", out);
-                    }
-                }
+                Command::Pause => match &mut self.pause {
+                    None => self.pause(input.now, "paused by an operator", out),
+                    // A person's pause holds even when the evidence comes in.
+                    Some(pause) => pause.awaiting_evidence = false,
+                },
                 Command::Resume => {
                     if let Some(paused) = self.resume(input.now, out) {
                         effects.resumed_after =
@@ -156,6 +163,7 @@ impl Core {
         self.pause = Some(Pause {
             since: now,
             reason: reason.to_owned(),
+            awaiting_evidence: false,
         });
         out.push(Directive::Emit(EventKind::Paused {
             reason: reason.to_owned(),
@@ -207,6 +215,7 @@ impl Core {
 
     /// Starts accumulating the candidate afresh (and the baseline too, with `both`).
     pub(crate) fn reset_windows(&mut self, now: Timestamp, both: bool) {
+        self.evidence = None;
         self.candidate = MetricWindow::empty(now, now);
         if both {
             self.baseline = MetricWindow::empty(now, now);
@@ -218,12 +227,21 @@ impl Core {
         self.candidate.requests >= gates.min_requests.max(1)
     }
 
-    /// Every rollback condition on the accumulated windows.
+    /// Shares the gates' error budget among the checks of a step that holds for `hold`
+    /// (call after [`Core::reset_windows`]).
+    pub(crate) fn plan_looks(&mut self, gates: &Gates, hold: Duration) {
+        self.evidence = Some(gates.evidence(hold));
+    }
+
+    /// Every rollback condition on the accumulated windows, on evidence.
     pub(crate) fn checks(&self, gates: &Gates) -> Vec<Check> {
+        let evidence = self
+            .evidence
+            .unwrap_or_else(|| gates.evidence(Duration::ZERO));
         gates
             .rollback_on
             .iter()
-            .map(|c| c.check(&self.candidate, Some(&self.baseline)))
+            .map(|c| c.check_with(&self.candidate, Some(&self.baseline), evidence))
             .collect()
     }
 
@@ -270,6 +288,37 @@ impl Core {
         ))
     }
 
+    /// Whether the rollout is paused for want of evidence and the evidence is now in:
+    /// enough requests, every gate shown satisfied, the judge (when on) passing. Then the
+    /// pause ends here (a `resumed` event) and the caller ends the hold as usual.
+    pub(crate) fn evidence_resumes(
+        &mut self,
+        gates: &Gates,
+        now: Timestamp,
+        out: &mut Vec<Directive>,
+    ) -> bool {
+        if !self.pause.as_ref().is_some_and(|p| p.awaiting_evidence) || !self.enough_data(gates) {
+            return false;
+        }
+        if self
+            .checks(gates)
+            .iter()
+            .any(|c| c.status != CheckStatus::Clear)
+        {
+            return false;
+        }
+        if let Some(judge) = &gates.judge
+            && judge
+                .compare(&self.candidate.latency_ms, &self.baseline.latency_ms)
+                .verdict
+                != Verdict::Pass
+        {
+            return false;
+        }
+        self.resume(now, out);
+        true
+    }
+
     /// A `metrics` event for the stage that ends.
     pub(crate) fn metrics_event(&self, stage: &str, with_baseline: bool) -> Directive {
         Directive::Emit(EventKind::Metrics {
@@ -298,9 +347,10 @@ impl Core {
         baseline: DeploymentId,
         step: CanaryStep,
         stage: String,
-        check_interval: Duration,
+        gates: &Gates,
         out: &mut Vec<Directive>,
     ) -> Option<Timestamp> {
+        let check_interval = gates.check_interval;
         match Split::canary(baseline, input.context.candidate.clone(), step.weight) {
             Ok(split) => out.push(Directive::SetSplit(split)),
             Err(error) => {
@@ -316,6 +366,7 @@ impl Core {
             hold_s: Some(step.hold.as_secs_f64()),
         }));
         self.reset_windows(input.now, true);
+        self.plan_looks(gates, step.hold);
         let hold_until = input.now + step.hold;
         out.push(Directive::WaitUntil(
             hold_until.min(input.now + check_interval),
@@ -379,7 +430,21 @@ impl Core {
                 stage_label(stage)
             ))
         } else {
-            None
+            // A step passes only when the data show every gate is satisfied: a gate
+            // without data or with inconclusive data holds the step.
+            let undecided: Vec<String> = self
+                .checks(gates)
+                .iter()
+                .filter(|c| c.status != CheckStatus::Clear)
+                .map(|c| c.describe_evidence(gates.confidence))
+                .collect();
+            (!undecided.is_empty()).then(|| {
+                format!(
+                    "not yet shown within the gates at {}: {}",
+                    stage_label(stage),
+                    undecided.join("; ")
+                )
+            })
         };
         let judgement = match (&needs_more, &gates.judge) {
             (None, Some(judge)) => {
@@ -424,6 +489,9 @@ impl Core {
                 };
             }
             self.pause(now, &reason, out);
+            if let Some(pause) = &mut self.pause {
+                pause.awaiting_evidence = true;
+            }
             out.push(Directive::WaitUntil(self.pause_wake(now, gates)));
             return HoldEnd::Paused;
         }

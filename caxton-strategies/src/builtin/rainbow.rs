@@ -115,7 +115,7 @@ impl Rainbow {
             baseline,
             step,
             rainbow_stage_name(step.weight),
-            self.config.gates.check_interval,
+            &self.config.gates,
             out,
         ) else {
             return;
@@ -162,9 +162,9 @@ impl Rainbow {
             self.switch(input, out);
         } else if effects.promote_step {
             self.start_step(index + 1, input, out);
-        } else if self.core.pause.is_some() {
+        } else if self.core.pause.is_some() && !self.core.evidence_resumes(&gates, input.now, out) {
             self.core.wait_while_paused(input.now, &gates, out);
-        } else if input.now < hold_until {
+        } else if self.core.pause.is_none() && input.now < hold_until {
             out.push(Directive::WaitUntil(
                 hold_until.min(input.now + gates.check_interval),
             ));
@@ -231,6 +231,8 @@ impl Rainbow {
             hold_s: Some(self.config.forced_drain_after.as_secs_f64()),
         }));
         let deadline = input.now + self.config.forced_drain_after;
+        self.core
+            .plan_looks(&self.config.gates, self.config.forced_drain_after);
         self.phase = Phase::Watching { deadline, old };
         out.push(Directive::WaitUntil(
             deadline.min(input.now + self.config.gates.check_interval),

@@ -78,6 +78,8 @@ impl Shadow {
             hold_s: Some(self.settings.duration.as_secs_f64()),
         }));
         self.core.reset_windows(input.now, true);
+        self.core
+            .plan_looks(&self.settings.gates, self.settings.duration);
         let until = input.now + self.settings.duration;
         self.phase = Phase::Mirroring {
             until,

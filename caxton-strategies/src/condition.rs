@@ -494,9 +494,22 @@ impl Condition {
                 }
             }
         };
+        // Back to the candidate's value, kept where the metric can be: a rate in 0..=1,
+        // a latency at least 0.
+        let floor = match self.metric.quantity() {
+            Quantity::Ratio | Quantity::Millis => 0.0,
+            Quantity::Number => f64::NEG_INFINITY,
+        };
+        let ceiling = match self.metric.quantity() {
+            Quantity::Ratio => 1.0,
+            Quantity::Millis | Quantity::Number => f64::INFINITY,
+        };
         let bounds = margin.map(|m| {
             let shift = m.limit;
-            [m.lower.map(|l| l + shift), m.upper.map(|u| u + shift)]
+            [
+                m.lower.map(|l| (l + shift).max(floor)),
+                m.upper.map(|u| (u + shift).min(ceiling)),
+            ]
         });
         Check {
             condition: self.clone(),

@@ -119,6 +119,13 @@ pub enum EventKind {
         /// The limit, in the same unit.
         #[serde(skip_serializing_if = "Option::is_none")]
         limit: Option<f64>,
+        /// What the data show of the candidate's value at the gates' confidence: its
+        /// lower bound, in the same unit, when the data give one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lower: Option<f64>,
+        /// Its upper bound, when the data give one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upper: Option<f64>,
         /// The check for people, e.g. `Error rate: 0.2% (rollback if > 1%)`.
         description: String,
     },
@@ -215,6 +222,12 @@ impl EventKind {
             status: check.status,
             observed: check.observed,
             limit: check.limit,
+            lower: check
+                .bounds
+                .and_then(|[lower, _]| lower.filter(|v| v.is_finite())),
+            upper: check
+                .bounds
+                .and_then(|[_, upper]| upper.filter(|v| v.is_finite())),
             description: check.describe(),
         }
     }

@@ -867,6 +867,12 @@ fn a_pause_for_want_of_evidence_ends_by_itself_when_the_evidence_is_in() {
     let resumed = kinds.iter().position(|k| *k == "resumed").expect("resumed");
     assert!(paused < resumed, "{kinds:?}");
     assert_eq!(run.report.outcome, Outcome::Promoted);
+    // The `checked` events say what the data show: bounds of the candidate's value.
+    assert!(events.iter().any(|e| matches!(
+        &e.kind,
+        caxton_strategies::EventKind::Checked { lower: Some(lower), upper: Some(upper), .. }
+            if lower <= upper
+    )));
     assert!(!events.iter().any(|e| matches!(&e.kind, caxton_strategies::EventKind::Checked { status, .. } if *status == caxton_strategies::condition::CheckStatus::Breached)));
 }
 

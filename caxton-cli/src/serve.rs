@@ -137,6 +137,11 @@ async fn serve(args: ServeArgs) -> CommandResult {
         ));
     }
 
+    let follower = registry
+        .follower(Arc::clone(&host))
+        .map_err(Failure::new)?
+        .map(|follower| tokio::spawn(follower.run()));
+
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|error| Failure::new(format!("cannot listen on {addr}: {error}")))?;
@@ -158,6 +163,9 @@ async fn serve(args: ServeArgs) -> CommandResult {
         .run(listener, shutdown_signal())
         .await
         .map_err(Failure::new)?;
+    if let Some(follower) = follower {
+        follower.abort();
+    }
     drop(host);
     out.mark(
         "",

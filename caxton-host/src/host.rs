@@ -200,7 +200,7 @@ pub(crate) struct Inner {
     risk: Arc<dyn RiskPolicy>,
     pub(crate) agents: DashMap<AgentId, AgentState, foldhash::fast::RandomState>,
     /// Which agent each deployment loaded in the runtime belongs to.
-    loaded: DashMap<DeploymentId, AgentId>,
+    pub(crate) loaded: DashMap<DeploymentId, AgentId>,
     pub(crate) rollouts: DashMap<AgentId, Arc<RolloutSlot>>,
     /// The production each agent had before its current one: where a rollback goes first,
     /// without listing the agent's deployments.
@@ -723,7 +723,7 @@ impl Inner {
     /// Takes a deployment out of the router now — pinned sessions move at once, nothing
     /// new reaches it, messages in flight finish — and queues it to be unloaded from the
     /// runtime off the caller's path.
-    fn retire_out_of_band(self: &Arc<Self>, deployment: DeploymentId) {
+    pub(crate) fn retire_out_of_band(self: &Arc<Self>, deployment: DeploymentId) {
         self.take_out_of_router(&deployment);
         let queued = self
             .retirements

@@ -57,6 +57,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod follow;
 mod host;
 mod joints;
 mod recover;
@@ -72,6 +73,7 @@ mod status;
 pub use caxton_strategies::{EventKind, RolloutEvent, RolloutSpec, SpecError};
 pub use caxton_wasm::{ConfigSource, DiskCacheError, DiskCacheKey, EngineConfig};
 pub use error::{BuildError, HostError, SendError, StoreError};
+pub use follow::SyncOutcome;
 pub use host::{
     DEFAULT_DELETE_RETENTION, DEFAULT_SESSION_IDLE_TIMEOUT, Deployed, EventStream, Host,
     HostBuilder, HostEvent, TimedChange,

@@ -46,6 +46,7 @@
 
 mod auth;
 mod error;
+mod fleet;
 pub mod openapi;
 mod registry;
 mod routes;
@@ -54,6 +55,7 @@ mod views;
 
 pub use auth::{MIN_TOKEN_BYTES, Token, TokenError};
 pub use error::ApiError;
+pub use fleet::Follower;
 pub use registry::{
     DEFAULT_REGISTRY, Registry, RegistryError, SECRET_ENV_PREFIX, secrets_from_env,
 };

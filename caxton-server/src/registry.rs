@@ -10,6 +10,8 @@ use caxton_host::{ConfigSource, DiskCacheKey, EngineConfig, Host};
 use caxton_postgres::PostgresStore;
 use caxton_sqlite::SqliteStore;
 
+use crate::fleet::Follower;
+
 /// The default registry: a SQLite file under `./.caxton/`.
 pub const DEFAULT_REGISTRY: &str = "sqlite:.caxton/registry.db";
 
@@ -123,6 +125,26 @@ impl Registry {
         match self {
             Registry::Sqlite(path) => open_sqlite_host(path, secrets),
             Registry::Postgres(url) => open_postgres_host(url, Path::new(".caxton"), secrets),
+        }
+    }
+}
+
+impl Registry {
+    /// For a PostgreSQL registry, a [`Follower`] that keeps `host` in line with the changes
+    /// the other hosts on the registry commit (run it beside the server); `None` for a
+    /// SQLite registry, which has one host. Opens a connection pool of its own.
+    pub fn follower(&self, host: Arc<Host>) -> Result<Option<Follower>, RegistryError> {
+        match self {
+            Registry::Sqlite(_) => Ok(None),
+            Registry::Postgres(url) => {
+                let store = PostgresStore::builder(url.as_str())
+                    .pool_size(2)
+                    .connect()
+                    .map_err(|source| RegistryError::Postgres {
+                        source: Box::new(source),
+                    })?;
+                Ok(Some(Follower::new(store, host)))
+            }
         }
     }
 }

@@ -1,0 +1,145 @@
+//! Hosts that share one registry follow each other: after another host changed an agent,
+//! [`Host::sync_agent`] brings this host's router and runtime in line with what the
+//! registry now says.
+//!
+//! A host follows only what its registry records. The registry records productions and
+//! lifecycle states, not the traffic splits of a rollout: while another host drives a
+//! canary (or any staged rollout), the hosts that follow it keep routing every message to
+//! production, and switch when the rollout promotes the candidate (or stay when it rolls
+//! back).
+
+use caxton_core::{AgentId, DeploymentId, LifecycleState};
+
+use crate::error::HostError;
+use crate::host::{AgentState, Host};
+use crate::spec::StoredSpec;
+
+/// What [`Host::sync_agent`] changed on this host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncOutcome {
+    /// The agent's production as the registry records it, if it has one.
+    pub production: Option<DeploymentId>,
+    /// Whether this host's router was switched to that production (it routed another
+    /// deployment, or did not know the agent).
+    pub switched: bool,
+    /// Deployments this host stopped routing to and unloads: the registry took them out
+    /// of service (rolled back, retired, failed) or deleted them.
+    pub retired: Vec<DeploymentId>,
+    /// A rollout of the agent runs on this host: nothing was done, the rollout decides.
+    pub skipped: bool,
+}
+
+impl Host {
+    /// Reconciles this host with the registry for `agent`, after a change another host on
+    /// the same registry made: the agent's production is loaded from its artifacts
+    /// (through the compiled-module cache) unless it is loaded already, warmed up,
+    /// registered with the router and promoted there in one router swap; the agent's
+    /// session mode is the production's; and every version this host has loaded that the
+    /// registry took out of service or deleted is taken out of the router and unloaded
+    /// once its messages in flight finish.
+    ///
+    /// Does nothing for an agent whose rollout this host drives: its rollout keeps the
+    /// router in line. Splits of a rollout another host drives are not mirrored (the
+    /// registry does not record them): this host routes to production until that rollout
+    /// promotes or rolls back.
+    pub async fn sync_agent(&self, agent: &AgentId) -> Result<SyncOutcome, HostError> {
+        if self.running_rollout(agent).is_some() {
+            return Ok(SyncOutcome {
+                skipped: true,
+                ..SyncOutcome::default()
+            });
+        }
+        let inner = &self.inner;
+        let mut outcome = SyncOutcome::default();
+        let production = inner.store.production(agent).await?;
+        if let Some(production) = &production {
+            let sessions = StoredSpec::of(production, &*inner.artifacts)
+                .await?
+                .sessions;
+            inner
+                .agents
+                .entry(agent.clone())
+                .and_modify(|state| state.sessions = sessions)
+                .or_insert_with(|| AgentState::new(agent, sessions));
+            let routed = inner
+                .router
+                .agent_route(agent)
+                .ok()
+                .and_then(|route| route.production().cloned());
+            if routed.as_ref() != Some(&production.id) {
+                inner.load_deployment(production).await?;
+                inner.ensure_registered(agent, &production.id)?;
+                // This host's own rollout may have started meanwhile: it decides then.
+                if self.running_rollout(agent).is_some() {
+                    outcome.skipped = true;
+                    return Ok(outcome);
+                }
+                inner.router.promote(agent, &production.id)?;
+                if let Some(routed) = routed {
+                    inner.previous.insert(agent.clone(), routed);
+                }
+                outcome.switched = true;
+                tracing::info!(
+                    agent_id = %agent,
+                    deployment_id = %production.id,
+                    "following the registry: routed the agent's production"
+                );
+            } else {
+                inner.apply_session_mode(agent)?;
+            }
+            outcome.production = Some(production.id.clone());
+        }
+        let loaded: Vec<DeploymentId> = inner
+            .loaded
+            .iter()
+            .filter(|entry| entry.value() == agent)
+            .map(|entry| entry.key().clone())
+            .filter(|id| Some(id) != outcome.production.as_ref())
+            .collect();
+        for id in loaded {
+            let out_of_service = match inner.store.get(agent, &id).await {
+                Ok(record) => {
+                    record.is_deleted()
+                        || (!record.is_production
+                            && (record.state.is_terminal()
+                                || record.state == LifecycleState::Draining))
+                }
+                Err(caxton_core::store::GetError::NotFound { .. }) => true,
+                Err(error) => return Err(error.into()),
+            };
+            if out_of_service && self.running_rollout(agent).is_none() {
+                inner.retire_out_of_band(id.clone());
+                outcome.retired.push(id);
+            }
+        }
+        if !outcome.retired.is_empty() {
+            tracing::info!(
+                agent_id = %agent,
+                retired = ?outcome.retired,
+                "following the registry: stopped routing to versions out of service"
+            );
+        }
+        Ok(outcome)
+    }
+
+    /// Reconciles every agent of the registry, as [`sync_agent`](Host::sync_agent) does
+    /// one: after a follower missed changes (its feed reconnected). Goes on past an
+    /// agent that fails and returns the outcomes of the others with the failures.
+    pub async fn sync_all(
+        &self,
+    ) -> Result<Vec<(AgentId, Result<SyncOutcome, HostError>)>, HostError> {
+        let mut agents = self.inner.store.agents().await?;
+        for entry in self.inner.agents.iter() {
+            if !agents.contains(entry.key()) {
+                agents.push(entry.key().clone());
+            }
+        }
+        let mut outcomes = Vec::with_capacity(agents.len());
+        for agent in agents {
+            let outcome = self.sync_agent(&agent).await;
+            outcomes.push((agent, outcome));
+        }
+        Ok(outcomes)
+    }
+}

@@ -81,6 +81,22 @@ impl Serve {
         command.output().unwrap()
     }
 
+    /// `caxton deploy agent samples/<module> --name <agent> --label <label> <extra…>`.
+    fn deploy(&self, module: &str, agent: &str, label: &str, extra: &[&str]) -> Output {
+        let module = sample(module);
+        let mut args = vec![
+            "deploy",
+            "agent",
+            module.to_str().unwrap(),
+            "--name",
+            agent,
+            "--label",
+            label,
+        ];
+        args.extend_from_slice(extra);
+        self.caxton(&args)
+    }
+
     fn http(&self) -> ureq::Agent {
         ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -272,17 +288,7 @@ fn an_operator_deploys_canaries_and_rolls_back_through_the_cli() {
     let canary = write_spec(dir.path(), "canary.yaml", CANARY);
 
     // v1 becomes production.
-    let v1 = sample("processor_v1.wasm");
-    let output = serve.caxton(&[
-        "deploy",
-        "agent",
-        v1.to_str().unwrap(),
-        "--name",
-        "processor",
-        "--label",
-        "v1",
-        "--wait",
-    ]);
+    let output = serve.deploy("processor_v1.wasm", "processor", "v1", &["--wait"]);
     assert_exit(&output, 0, "deploy v1");
     let v1 = serve.newest("processor");
     assert_eq!(
@@ -293,19 +299,12 @@ fn an_operator_deploys_canaries_and_rolls_back_through_the_cli() {
 
     // The regressing v2 is rolled back by its gate under live traffic: exit 1.
     let traffic = Traffic::start(&serve);
-    let v2 = sample("processor_v2.wasm");
-    let output = serve.caxton(&[
-        "deploy",
-        "agent",
-        v2.to_str().unwrap(),
-        "--name",
+    let output = serve.deploy(
+        "processor_v2.wasm",
         "processor",
-        "--label",
         "v2",
-        "--spec",
-        &canary,
-        "--wait",
-    ]);
+        &["--spec", &canary, "--wait"],
+    );
     assert_exit(&output, 1, "deploy v2 (regressing)");
     let v2 = serve.newest("processor");
     assert_eq!(v2["label"], "v2");
@@ -313,19 +312,12 @@ fn an_operator_deploys_canaries_and_rolls_back_through_the_cli() {
     assert_eq!(serve.json("/v1/agents/processor")["production"], v1["id"]);
 
     // The good v3 goes all the way.
-    let v3 = sample("processor_v3.wasm");
-    let output = serve.caxton(&[
-        "deploy",
-        "agent",
-        v3.to_str().unwrap(),
-        "--name",
+    let output = serve.deploy(
+        "processor_v3.wasm",
         "processor",
-        "--label",
         "v3",
-        "--spec",
-        &canary,
-        "--wait",
-    ]);
+        &["--spec", &canary, "--wait"],
+    );
     assert_exit(&output, 0, "deploy v3");
     let sent = traffic.stop();
     assert!(sent > 100, "only {sent} orders were sent");
@@ -376,18 +368,7 @@ fn an_operator_deploys_canaries_and_rolls_back_through_the_cli() {
 fn sessions_opened_before_a_rainbow_deploy_stay_on_their_version() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(dir.path(), None);
-    let chat_v1 = sample("chat_v1.wasm");
-    let output = serve.caxton(&[
-        "deploy",
-        "agent",
-        chat_v1.to_str().unwrap(),
-        "--name",
-        "chat",
-        "--label",
-        "v1",
-        "--sessions",
-        "--wait",
-    ]);
+    let output = serve.deploy("chat_v1.wasm", "chat", "v1", &["--sessions", "--wait"]);
     assert_exit(&output, 0, "deploy chat v1");
     let v1 = serve.newest("chat");
     let hello = br#"{"kind": "say", "text": "hello"}"#;
@@ -406,18 +387,7 @@ fn sessions_opened_before_a_rainbow_deploy_stay_on_their_version() {
         "rainbow.yaml",
         "deployment:\n  strategy: rainbow\n",
     );
-    let chat_v2 = sample("chat_v2.wasm");
-    let output = serve.caxton(&[
-        "deploy",
-        "agent",
-        chat_v2.to_str().unwrap(),
-        "--name",
-        "chat",
-        "--label",
-        "v2",
-        "--spec",
-        &rainbow,
-    ]);
+    let output = serve.deploy("chat_v2.wasm", "chat", "v2", &["--spec", &rainbow]);
     assert_exit(&output, 0, "deploy chat v2 (rainbow)");
     let v2 = serve.newest("chat");
     assert_eq!(v2["label"], "v2");
@@ -472,56 +442,40 @@ fn sessions_opened_before_a_rainbow_deploy_stay_on_their_version() {
 fn a_canary_survives_sigkill_of_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let mut serve = Serve::start(dir.path(), None);
-    let v1 = sample("processor_v1.wasm");
     assert_exit(
-        &serve.caxton(&[
-            "deploy",
-            "agent",
-            v1.to_str().unwrap(),
-            "--name",
-            "processor",
-            "--label",
-            "v1",
-            "--wait",
-        ]),
+        &serve.deploy("processor_v1.wasm", "processor", "v1", &["--wait"]),
         0,
         "deploy v1",
     );
     let long = write_spec(
         dir.path(),
         "long.yaml",
-        "deployment:\n  strategy: canary\n  stages:\n    - canary: { weight: 10%, hold: 1h }\n    - full: 100%\n",
+        "deployment:\n  strategy: canary\n  stages:\n    - canary: { weight: 10%, hold: 1s }\n    - canary: { weight: 50%, hold: 1h }\n    - full: 100%\n  check_interval: 250ms\n  min_requests: 5\n",
     );
-    let v3 = sample("processor_v3.wasm");
     assert_exit(
-        &serve.caxton(&[
-            "deploy",
-            "agent",
-            v3.to_str().unwrap(),
-            "--name",
-            "processor",
-            "--label",
-            "v3",
-            "--spec",
-            &long,
-        ]),
+        &serve.deploy("processor_v3.wasm", "processor", "v3", &["--spec", &long]),
         0,
         "start the canary",
     );
     let candidate = serve.newest("processor");
+    // Enough traffic for the first step to show the evidence it needs to go on.
+    let traffic = Traffic::start(&serve);
     let deadline = Instant::now() + Duration::from_secs(60);
     let before = loop {
         let status = serve.json("/v1/agents/processor");
-        if status["rollout"]["weight_set"].as_f64() == Some(10.0) {
+        // The second step, so that a resumed rollout must know which step it is at.
+        if status["rollout"]["weight_set"].as_f64() == Some(50.0) && status["rollout"]["step"] == 2
+        {
             break status;
         }
         assert!(
             Instant::now() < deadline,
-            "the canary never reached 10 %: {status}"
+            "the canary never reached 50 %: {status}"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
 
+    traffic.stop();
     serve.sigkill();
     let serve = Serve::start(dir.path(), None);
     // The restarted server resumes the same rollout from its journal, at the same step.
@@ -529,17 +483,24 @@ fn a_canary_survives_sigkill_of_the_server() {
     let after = loop {
         let status = serve.json("/v1/agents/processor");
         assert_eq!(status["rollout"]["deployment"], candidate["id"], "{status}");
-        if status["rollout"]["weight_set"].as_f64() == Some(10.0) {
+        if status["rollout"]["weight_set"].as_f64() == Some(50.0)
+            && status["rollout"]["stage"].is_string()
+        {
             break status;
         }
         assert!(
             Instant::now() < deadline,
-            "the canary was not resumed: {status}"
+            "the canary was not resumed at 50 %: {status}"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    assert_eq!(after["rollout"]["step"], 2, "{after}");
     assert_eq!(
-        after["rollout"]["step"], before["rollout"]["step"],
+        after["rollout"]["steps"], before["rollout"]["steps"],
+        "{after}"
+    );
+    assert_eq!(
+        after["rollout"]["stage"], before["rollout"]["stage"],
         "{after}"
     );
     assert_eq!(after["production"], before["production"]);
@@ -562,34 +523,13 @@ fn a_canary_survives_sigkill_of_the_server() {
 fn refused_requests_change_nothing_and_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let mut serve = Serve::start(dir.path(), Some(TOKEN));
-    let v1 = sample("processor_v1.wasm");
     assert_exit(
-        &serve.caxton(&[
-            "deploy",
-            "agent",
-            v1.to_str().unwrap(),
-            "--name",
-            "processor",
-            "--label",
-            "v1",
-            "--wait",
-        ]),
+        &serve.deploy("processor_v1.wasm", "processor", "v1", &["--wait"]),
         0,
         "deploy v1",
     );
-    let chat = sample("chat_v1.wasm");
     assert_exit(
-        &serve.caxton(&[
-            "deploy",
-            "agent",
-            chat.to_str().unwrap(),
-            "--name",
-            "chat",
-            "--label",
-            "v1",
-            "--sessions",
-            "--wait",
-        ]),
+        &serve.deploy("chat_v1.wasm", "chat", "v1", &["--sessions", "--wait"]),
         0,
         "deploy chat",
     );

@@ -196,7 +196,10 @@ impl Host {
             until.saturating_since(inner.clock.now())
         });
         let resumed_config = config.resumed_at(&stage, percentage, remaining);
-        self.resume_rollout(candidate, resumed_config, started_at)
+        // The resumed config holds only the steps left; the status still counts them all.
+        let steps = crate::host::steps_of(&config);
+        let done = steps.saturating_sub(crate::host::steps_of(&resumed_config));
+        self.resume_rollout(candidate, resumed_config, started_at, (done, steps))
             .await
             .map(|handle| Some(Reconciled::Resumed(handle)))
     }
@@ -263,14 +266,15 @@ impl Host {
         candidate: Deployment,
         config: StrategyConfig,
         started_at: Timestamp,
+        (done, steps): (u32, u32),
     ) -> Result<RolloutHandle, HostError> {
         let inner = &self.inner;
         let agent = candidate.agent.clone();
         let spec = StoredSpec::of(&candidate, &*inner.artifacts).await?;
         let module = spec.module(&*inner.artifacts).await?;
         let (sender, commands) = Commands::channel();
-        let steps = crate::host::steps_of(&config);
         let (slot, finish) = RolloutSlot::new(candidate.id.clone(), config.name(), steps, sender);
+        slot.resumed_after(done);
         inner.rollouts.insert(agent.clone(), Arc::clone(&slot));
         let checks = HostChecks {
             inner: Arc::clone(inner),

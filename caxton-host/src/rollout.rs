@@ -87,6 +87,15 @@ impl RolloutSlot {
         (slot, finish)
     }
 
+    /// A rollout resumed by a restart has `done` of its steps behind it: its next stage
+    /// is step `done + 1`.
+    pub(crate) fn resumed_after(&self, done: u32) {
+        self.progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .step = done;
+    }
+
     pub(crate) fn progress(&self) -> Progress {
         self.progress
             .lock()

@@ -157,8 +157,10 @@ fn validation_and_compilation_never_block_the_callers_executor_thread() {
             .unwrap();
     }
     pool.run();
+    // Blocked, the ticker could not have run at all between the start and the end of the
+    // staging; how often it ran depends on the machine's load, so only "at all" is asked.
     assert!(
-        ticks_seen.get() > 3,
+        ticks_seen.get() > 0,
         "the executor thread was blocked during staging ({} ticks)",
         ticks_seen.get()
     );

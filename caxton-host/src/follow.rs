@@ -96,6 +96,8 @@ impl Host {
             .filter(|entry| entry.value() == agent)
             .map(|entry| entry.key().clone())
             .filter(|id| Some(id) != outcome.production.as_ref())
+            // Taken out of the router already, being unloaded.
+            .filter(|id| inner.router.phase(id).is_some())
             .collect();
         for id in loaded {
             let out_of_service = match inner.store.get(agent, &id).await {

@@ -65,7 +65,10 @@ impl Follower {
                 tokio::select! {
                     change = feed.next() => match change {
                         Some(Change::Agent(agent)) => self.sync_agent(&agent).await,
-                        Some(_) => self.sync_all().await,
+                        Some(_) => {
+                            tracing::info!("the change feed reconnected; re-reading every agent");
+                            self.sync_all().await;
+                        }
                         None => break,
                     },
                     _ = timer.tick() => self.sync_all().await,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use caxton_core::{ArtifactStore, DeploymentStore, RolloutJournal};
 use caxton_host::{ConfigSource, DiskCacheKey, EngineConfig, Host};
 use caxton_postgres::PostgresStore;
 use caxton_sqlite::SqliteStore;
@@ -159,22 +160,7 @@ fn open_sqlite_host(path: &Path, secrets: ConfigSource) -> Result<Host, Registry
         path: path.to_path_buf(),
         source: Box::new(source),
     })?;
-    let key_path = dir.join("cache.key");
-    let key =
-        DiskCacheKey::load_or_create(&key_path).map_err(|source| RegistryError::CacheKey {
-            path: key_path,
-            source,
-        })?;
-    let cache = dir.join("cache");
-    create_private_dir(&cache)?;
-    let host = Host::builder()
-        .store(Arc::new(store.clone()))
-        .artifacts(Arc::new(store.clone()))
-        .journal(Arc::new(store))
-        .engine(EngineConfig::default().disk_cache(cache, key))
-        .secrets(Arc::new(secrets))
-        .build()?;
-    Ok(host)
+    host_over(store, &dir, secrets)
 }
 
 /// A host over the PostgreSQL registry at `url`: deployments, audit, artifacts and the
@@ -189,13 +175,23 @@ fn open_postgres_host(
     let store = PostgresStore::connect(url).map_err(|source| RegistryError::Postgres {
         source: Box::new(source),
     })?;
-    let key_path = state.join("cache.key");
+    host_over(store, state, secrets)
+}
+
+/// A host whose registry, artifact store and journal are all `store`, with its compiled
+/// modules cached in `dir/cache` under the key in `dir/cache.key` (made `0600` on first
+/// use).
+fn host_over<S>(store: S, dir: &Path, secrets: ConfigSource) -> Result<Host, RegistryError>
+where
+    S: DeploymentStore + ArtifactStore + RolloutJournal + Clone + 'static,
+{
+    let key_path = dir.join("cache.key");
     let key =
         DiskCacheKey::load_or_create(&key_path).map_err(|source| RegistryError::CacheKey {
             path: key_path,
             source,
         })?;
-    let cache = state.join("cache");
+    let cache = dir.join("cache");
     create_private_dir(&cache)?;
     let host = Host::builder()
         .store(Arc::new(store.clone()))

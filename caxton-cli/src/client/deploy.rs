@@ -72,6 +72,15 @@ pub(crate) struct DeployArgs {
     /// Conversations are sessions pinned to the deployment that started them.
     #[arg(long)]
     pub(crate) sessions: bool,
+    /// The source commit, kept in the deployment's metadata.
+    #[arg(long, value_name = "COMMIT")]
+    pub(crate) commit: Option<String>,
+    /// Who deploys it, kept in the deployment's metadata.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) author: Option<String>,
+    /// A metadata label, KEY=VALUE (repeatable; keys starting with `caxton.` are the host's).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub(crate) meta: Vec<String>,
     /// Follow the rollout to its end: exit 0 promoted, 1 rolled back, failed or aborted.
     #[arg(long)]
     pub(crate) wait: bool,
@@ -120,24 +129,28 @@ pub(crate) fn parse_model(text: &str) -> Result<Value, Failure> {
 
 /// `KEY=VALUE` pairs as the API's config object; a key given twice is refused.
 pub(crate) fn parse_config(pairs: &[String]) -> Result<BTreeMap<String, String>, Failure> {
-    let mut config = BTreeMap::new();
+    parse_pairs("--config", pairs)
+}
+
+/// `KEY=VALUE` pairs of the flag `flag`; an empty key, spaces in it or a key given twice
+/// are refused.
+fn parse_pairs(flag: &str, pairs: &[String]) -> Result<BTreeMap<String, String>, Failure> {
+    let mut map = BTreeMap::new();
     for pair in pairs {
         let Some((key, value)) = pair.split_once('=') else {
-            return Err(Failure::new(format!(
-                "--config {pair:?}: expected KEY=VALUE"
-            )));
+            return Err(Failure::new(format!("{flag} {pair:?}: expected KEY=VALUE")));
         };
         let key = key.trim();
         if key.is_empty() || key.contains(char::is_whitespace) {
             return Err(Failure::new(format!(
-                "--config {pair:?}: the key is empty or holds spaces"
+                "{flag} {pair:?}: the key is empty or holds spaces"
             )));
         }
-        if config.insert(key.to_owned(), value.to_owned()).is_some() {
-            return Err(Failure::new(format!("--config: {key} is given twice")));
+        if map.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(Failure::new(format!("{flag}: {key} is given twice")));
         }
     }
-    Ok(config)
+    Ok(map)
 }
 
 /// The rollout object of the create request: `{"strategy": S}`, the spec file's
@@ -305,6 +318,22 @@ pub(crate) fn request_body(args: &DeployArgs, digest: &str) -> Result<Value, Fai
     }
     if args.sessions {
         body.insert("sessions".to_owned(), Value::String("sessions".to_owned()));
+    }
+    if args.commit.is_some() || args.author.is_some() || !args.meta.is_empty() {
+        let mut metadata = Map::new();
+        if let Some(commit) = &args.commit {
+            metadata.insert("commit".to_owned(), Value::String(commit.clone()));
+        }
+        if let Some(author) = &args.author {
+            metadata.insert("author".to_owned(), Value::String(author.clone()));
+        }
+        if !args.meta.is_empty() {
+            metadata.insert(
+                "labels".to_owned(),
+                json!(parse_pairs("--meta", &args.meta)?),
+            );
+        }
+        body.insert("metadata".to_owned(), Value::Object(metadata));
     }
     let spec_text = match &args.spec {
         Some(path) => Some(read_text(path, MAX_TEXT_BYTES)?),
@@ -608,6 +637,8 @@ mod tests {
                 .contains("KEY=VALUE")
         );
         assert!(parse_config(&["=x".to_owned()]).is_err());
+        let meta = parse_pairs("--meta", &["ticket".to_owned()]).unwrap_err();
+        assert!(meta.reason().starts_with("--meta"), "{}", meta.reason());
         let twice = parse_config(&["a=1".to_owned(), "a=2".to_owned()]).unwrap_err();
         assert!(twice.reason().contains("twice"), "{twice:?}");
     }
@@ -709,6 +740,12 @@ mod tests {
             "--secret",
             "KEY",
             "--sessions",
+            "--commit",
+            "7f8d9e1",
+            "--author",
+            "ops",
+            "--meta",
+            "ticket=REL-42",
         ]);
         assert_eq!(agent_name(&args).unwrap(), "processor");
         let body = request_body(&args, "sha256:ab").unwrap();
@@ -720,6 +757,7 @@ mod tests {
                 "prompt": "You process orders.\n",
                 "tools": [{"name": "lookup", "description": "find an order"}],
                 "config": {"a": "1"}, "secrets": ["KEY"], "sessions": "sessions",
+                "metadata": {"commit": "7f8d9e1", "author": "ops", "labels": {"ticket": "REL-42"}},
                 "rollout": {"strategy": "canary"}
             })
         );

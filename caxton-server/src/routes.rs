@@ -1,6 +1,5 @@
 //! The routes of the HTTP API and their handlers.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -664,7 +663,8 @@ async fn events(
     } else {
         Vec::new()
     };
-    let seen: HashSet<String> = recent.iter().map(event_key).collect();
+    // The replay, while live events may still repeat it; `None` once one did not.
+    let mut overlap: Option<Vec<HostEvent>> = Some(recent.clone());
     let keep = {
         let agent = agent.clone();
         move |event: &HostEvent| {
@@ -675,11 +675,12 @@ async fn events(
         }
     };
     let replayed: Vec<HostEvent> = recent.into_iter().filter(|e| keep(e)).collect();
-    let mut overlap = true;
     let live = live.filter(move |event| {
         // Only the first live events can repeat the replay.
-        let repeat = overlap && seen.contains(&event_key(event));
-        overlap &= repeat;
+        let repeat = overlap.as_ref().is_some_and(|seen| seen.contains(event));
+        if !repeat {
+            overlap = None;
+        }
         std::future::ready(!repeat && keep(event))
     });
     let mut shutdown = state.shutdown.clone();
@@ -691,10 +692,6 @@ async fn events(
         .take_until(Box::pin(stopped))
         .map(|event| Ok(sse_event(&event)));
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-fn event_key(event: &HostEvent) -> String {
-    serde_json::to_string(event).unwrap_or_default()
 }
 
 fn sse_event(event: &HostEvent) -> Event {

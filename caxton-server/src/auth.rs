@@ -107,9 +107,16 @@ pub(crate) async fn require_token(
 fn unauthorized(message: &str) -> Response {
     let mut response =
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer"),
+    );
+    // The request's body was never read, so the connection cannot carry another request:
+    // say so, or a keep-alive client reuses it and meets a closed socket.
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
     );
     response
 }

@@ -65,6 +65,7 @@ pub mod clock;
 pub mod deployment;
 pub mod id;
 pub mod journal;
+pub mod lease;
 pub mod lifecycle;
 pub mod metrics;
 pub mod runtime;
@@ -83,6 +84,7 @@ pub use deployment::{
 };
 pub use id::{AgentId, DeploymentId, IdError, IdKind, SessionId};
 pub use journal::{JournalEntry, JournalError, JournalRecord, MemoryJournal, RolloutJournal};
+pub use lease::{Acquired, Lease, LeaseError, LeaseHolder, MemoryLeases, RolloutLeases};
 pub use lifecycle::{IllegalTransition, LifecycleEvent, LifecycleState};
 pub use metrics::{InMemoryMetrics, MetricWindow, MetricsError, MetricsSource, Observation};
 pub use runtime::{AgentError, AgentHealth, AgentReply, AgentRuntime, LoadSpec, ReplyStats};

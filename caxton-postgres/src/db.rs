@@ -14,7 +14,9 @@ use std::time::Duration;
 use caxton_core::store::{
     CreateError, DeleteError, GetError, ListError, PromoteError, RollbackError, TransitionError,
 };
-use caxton_core::{AgentId, ArtifactError, BackendError, Clock, JournalError, Timestamp};
+use caxton_core::{
+    AgentId, ArtifactError, BackendError, Clock, JournalError, LeaseError, Timestamp,
+};
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, Config, NoTls};
@@ -71,7 +73,8 @@ refusal!(
     RollbackError,
     DeleteError,
     ArtifactError,
-    JournalError
+    JournalError,
+    LeaseError
 );
 
 /// The runtime, the pool and the clock of a store.

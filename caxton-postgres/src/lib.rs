@@ -19,6 +19,9 @@
 //! - artifacts are addressed by their SHA-256, stored once, and checked on every read;
 //! - at most one open rollout per agent is a partial unique index, and triggers keep each
 //!   rollout's journal in order;
+//! - [`RolloutLeases`](caxton_core::RolloutLeases): one lease per agent's rollout in
+//!   `rollout_leases`, taken, renewed and released by single statements and expiring on
+//!   the database's clock, so exactly one host drives a rollout;
 //! - each committed change notifies the `caxton_changes` channel with the agent's id, in
 //!   the transaction that makes it; [`PostgresStore::follow`] reads them.
 //!
@@ -96,6 +99,7 @@ mod deployments;
 mod error;
 mod feed;
 mod journal;
+mod leases;
 mod schema;
 mod scratch;
 

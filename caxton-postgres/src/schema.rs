@@ -16,11 +16,18 @@ pub(crate) struct Migration {
 }
 
 /// Every step, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "deployments, audit, artifacts and the rollout journal",
-    sql: V1,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "deployments, audit, artifacts and the rollout journal",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        name: "rollout leases",
+        sql: V2,
+    },
+];
 
 /// The newest schema version this crate knows: the number of its migrations.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -156,6 +163,17 @@ $$;
 CREATE TRIGGER rollouts_stay_finished BEFORE UPDATE ON rollouts
     FOR EACH ROW WHEN (OLD.finished_at IS NOT NULL)
     EXECUTE FUNCTION caxton_rollouts_stay_finished();
+"#;
+
+const V2: &str = r#"
+-- Who drives each agent's rollout: one lease per agent, expiring on the database's clock
+-- so that hosts whose clocks disagree still agree on who holds it.
+CREATE TABLE rollout_leases (
+    agent_id      TEXT        PRIMARY KEY CHECK (agent_id <> ''),
+    deployment_id TEXT        NOT NULL CHECK (deployment_id <> ''),
+    holder        TEXT        NOT NULL CHECK (holder <> ''),
+    expires_at    TIMESTAMPTZ NOT NULL
+);
 "#;
 
 #[cfg(test)]

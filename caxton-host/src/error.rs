@@ -4,7 +4,10 @@ use caxton_core::store::{
     CreateError, DeleteError, GetError, ListError, PromoteError,
     RollbackError as StoreRollbackError, TransitionError,
 };
-use caxton_core::{AgentError, AgentId, ArtifactError, DeploymentId, JournalError, LifecycleState};
+use caxton_core::{
+    AgentError, AgentId, ArtifactError, DeploymentId, JournalError, LeaseError, LeaseHolder,
+    LifecycleState,
+};
 use caxton_router::{ChangeError, PreviewError, RegisterError, RouteError};
 use caxton_strategies::DriverError;
 use caxton_strategies::config::ConfigError;
@@ -19,6 +22,12 @@ pub enum BuildError {
     /// The default validation pipeline could not be created.
     #[error("the validation pipeline could not start: {0}")]
     Pipeline(#[from] caxton_validate::PipelineError),
+    /// The rollout lease time-to-live is out of bounds.
+    #[error("a rollout lease's time-to-live must be between 30 ms and one day, not {ttl:?}")]
+    LeaseTtl {
+        /// The time-to-live asked for.
+        ttl: std::time::Duration,
+    },
 }
 
 /// A failure of the deployment registry, by the operation that failed.
@@ -84,6 +93,22 @@ pub enum HostError {
         agent: AgentId,
         /// The candidate of the running rollout.
         deployment: DeploymentId,
+    },
+    /// Another host on the same registry drives the agent's rollout (it holds the
+    /// rollout's lease): this host neither starts another rollout of the agent nor
+    /// changes its production meanwhile.
+    #[error(
+        "the rollout of deployment `{deployment}` of agent `{agent}` is driven by host \
+         `{holder}`: send rollout commands to that host, or wait for the rollout to end \
+         (should that host stop, another takes the rollout over)"
+    )]
+    RolloutElsewhere {
+        /// The agent.
+        agent: AgentId,
+        /// The candidate of that rollout.
+        deployment: DeploymentId,
+        /// The host that holds the rollout's lease.
+        holder: LeaseHolder,
     },
     /// The operation needs a running rollout of this deployment and there is none.
     #[error("deployment `{deployment}` of agent `{agent}` has no rollout in progress")]
@@ -164,6 +189,9 @@ pub enum HostError {
     /// The rollout journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The rollout leases could not be read or written.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     /// The runtime could not load or warm up a version.
     #[error(transparent)]
     Runtime(#[from] AgentError),
@@ -207,6 +235,7 @@ impl HostError {
             HostError::NotFound { .. }
             | HostError::Store(StoreError::Get(GetError::NotFound { .. })) => "not_found",
             HostError::RolloutInProgress { .. } => "rollout_in_progress",
+            HostError::RolloutElsewhere { .. } => "rollout_elsewhere",
             HostError::NoRollout { .. } => "no_rollout",
             HostError::NotPromotable { .. } => "not_promotable",
             HostError::NotRollbackable { .. } => "not_rollbackable",
@@ -223,6 +252,7 @@ impl HostError {
             }
             HostError::Store(_) => "registry_failed",
             HostError::Journal(_) => "journal_failed",
+            HostError::Lease(_) => "lease_failed",
             HostError::Runtime(_) => "runtime_failed",
             HostError::Traffic(_) | HostError::Register(_) => "routing_failed",
             HostError::ShutDown => "shutting_down",
@@ -249,6 +279,7 @@ impl HostError {
         matches!(
             self,
             HostError::RolloutInProgress { .. }
+                | HostError::RolloutElsewhere { .. }
                 | HostError::NoRollout { .. }
                 | HostError::NotPromotable { .. }
                 | HostError::NotRollbackable { .. }

@@ -7,6 +7,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use caxton_core::lease::{LeaseHolder, MemoryLeases, RolloutLeases};
 use caxton_core::{
     AgentId, AgentRuntime, ArtifactKind, ArtifactStore, AuditEvent, Clock, CodeLayer,
     DefaultRiskPolicy, Deployment, DeploymentId, DeploymentStore, Digest, InMemoryMetrics,
@@ -18,8 +19,8 @@ use caxton_core::{
 use caxton_router::{ChangeError, PreviewError, RegisterError, Router};
 use caxton_strategies::config::{BlueGreenConfig, CanaryConfig, DirectConfig, RainbowConfig};
 use caxton_strategies::{
-    CandidateChecks, Command, Commands, DriverError, RolloutDriver, RolloutEvent, RolloutReport,
-    StrategyConfig,
+    CandidateChecks, Command, Commands, DriverError, ReasonKind, RolloutDriver, RolloutEvent,
+    RolloutReport, StrategyConfig,
 };
 use caxton_validate::{Pipeline, Policy, ValidationReport};
 use caxton_wasm::{AgentEngine, ConfigSource, EngineConfig, PoolingConfig, WasmRuntime};
@@ -42,6 +43,10 @@ use crate::status::{
 
 /// How long a soft-deleted deployment is kept before it may be purged.
 pub const DEFAULT_DELETE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3_600);
+/// How long a rollout's lease lasts without a renewal, by default.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+/// The shortest lease time-to-live a host takes: renewals come every third of it.
+pub const MIN_LEASE_TTL: Duration = Duration::from_millis(30);
 /// How long a session of a sessions agent may idle before it loses its pin.
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
@@ -202,6 +207,11 @@ pub(crate) struct Inner {
     /// Which agent each deployment loaded in the runtime belongs to.
     pub(crate) loaded: DashMap<DeploymentId, AgentId>,
     pub(crate) rollouts: DashMap<AgentId, Arc<RolloutSlot>>,
+    /// Who drives which rollout, among the hosts sharing the registry.
+    pub(crate) leases: Arc<dyn RolloutLeases>,
+    /// This host, as the holder of rollout leases.
+    pub(crate) holder: LeaseHolder,
+    pub(crate) lease_ttl: Duration,
     /// The production each agent had before its current one: where a rollback goes first,
     /// without listing the agent's deployments.
     pub(crate) previous: DashMap<AgentId, DeploymentId, foldhash::fast::RandomState>,
@@ -251,6 +261,9 @@ pub struct HostBuilder {
     store: Option<Arc<dyn DeploymentStore>>,
     artifacts: Option<Arc<dyn ArtifactStore>>,
     journal: Option<Arc<dyn RolloutJournal>>,
+    leases: Option<Arc<dyn RolloutLeases>>,
+    holder: Option<LeaseHolder>,
+    lease_ttl: Duration,
     runtime: Option<Arc<dyn AgentRuntime>>,
     router: Option<Arc<Router>>,
     pipeline: Option<Pipeline>,
@@ -283,6 +296,9 @@ impl Default for HostBuilder {
             store: None,
             artifacts: None,
             journal: None,
+            leases: None,
+            holder: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
             runtime: None,
             router: None,
             pipeline: None,
@@ -318,6 +334,31 @@ impl HostBuilder {
     /// durable store, [`Host::recover`] resumes the rollouts a stopped host was running.
     pub fn journal(mut self, journal: Arc<dyn RolloutJournal>) -> Self {
         self.journal = Some(journal);
+        self
+    }
+
+    /// Where the hosts sharing the registry record who drives each rollout (default:
+    /// [`MemoryLeases`], for a host alone on its registry). Hosts sharing one registry
+    /// share these too: exactly one of them drives a rollout, renewing its lease every
+    /// third of [`lease_ttl`](HostBuilder::lease_ttl), and another takes the rollout over
+    /// ([`Host::adopt_rollouts`]) once the lease has expired.
+    pub fn leases(mut self, leases: Arc<dyn RolloutLeases>) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
+    /// This host's name as the holder of rollout leases (default:
+    /// [`LeaseHolder::generate`]: host name, process id and a random suffix). It must be
+    /// unique among the hosts sharing the registry.
+    pub fn lease_holder(mut self, holder: LeaseHolder) -> Self {
+        self.holder = Some(holder);
+        self
+    }
+
+    /// How long a rollout's lease lasts without a renewal (default 10 s): how long after
+    /// its host dies another host may take the rollout over. Between 30 ms and one day.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
         self
     }
 
@@ -409,6 +450,11 @@ impl HostBuilder {
 
     /// The host.
     pub fn build(self) -> Result<Host, BuildError> {
+        if !(MIN_LEASE_TTL..=caxton_core::lease::MAX_TTL).contains(&self.lease_ttl) {
+            return Err(BuildError::LeaseTtl {
+                ttl: self.lease_ttl,
+            });
+        }
         let clock = self.clock;
         let runtime: Arc<dyn AgentRuntime> = match self.runtime {
             Some(runtime) => runtime,
@@ -441,6 +487,9 @@ impl HostBuilder {
             metrics.clone(),
             clock.clone(),
         );
+        let leases = self
+            .leases
+            .unwrap_or_else(|| Arc::new(MemoryLeases::with_clock(clock.clone())));
         let (stop, stopped) = std_mpsc::channel::<()>();
         let (retire, retirements) = std_mpsc::channel::<DeploymentId>();
         let inner = Arc::new(Inner {
@@ -464,6 +513,9 @@ impl HostBuilder {
             agents: DashMap::default(),
             loaded: DashMap::new(),
             rollouts: DashMap::new(),
+            leases,
+            holder: self.holder.unwrap_or_else(LeaseHolder::generate),
+            lease_ttl: self.lease_ttl,
             previous: DashMap::default(),
             reports: DashMap::new(),
             events: EventHub::default(),
@@ -478,6 +530,7 @@ impl HostBuilder {
         });
         start_maintenance(Arc::downgrade(&inner), stopped, self.maintenance_interval);
         start_unloader(Arc::downgrade(&inner), retirements);
+        crate::lease::start_lease_keeper(Arc::downgrade(&inner));
         Ok(Host { inner })
     }
 }
@@ -625,6 +678,11 @@ impl Inner {
             .name(format!("caxton-rollout-{agent}"))
             .spawn(move || {
                 let result = run(&driver);
+                let handed_off = matches!(&result, Ok(report) if report.outcome.reason()
+                    .is_some_and(|reason| reason.kind == ReasonKind::HandedOff));
+                if slot.leased.load(Ordering::Acquire) && !handed_off {
+                    futures::executor::block_on(inner.release_lease(&agent, &slot.deployment));
+                }
                 futures::executor::block_on(inner.reap(&agent));
                 if let Ok(report) = &result {
                     tracing::info!(
@@ -641,6 +699,15 @@ impl Inner {
                 inner
                     .rollouts
                     .remove_if(&agent, |_, held| Arc::ptr_eq(held, &slot));
+                if handed_off {
+                    // Another host drives it now: follow the registry like any follower.
+                    let host = Host {
+                        inner: Arc::clone(&inner),
+                    };
+                    if let Err(error) = futures::executor::block_on(host.sync_agent(&agent)) {
+                        tracing::warn!(%error, agent_id = %agent, "cannot follow the registry after handing a rollout off");
+                    }
+                }
                 let _ = finish.send(result);
             })
             .map(|_| ())
@@ -1018,6 +1085,12 @@ impl Host {
                 .rollouts
                 .remove_if(&agent, |_, held| Arc::ptr_eq(held, &slot));
         };
+        // Only the holder of the agent's rollout lease drives a rollout of it.
+        if let Err(error) = inner.take_lease(&agent, &id).await {
+            release();
+            return Err(error);
+        }
+        slot.leased.store(true, Ordering::Release);
         let new = match self
             .record_artifacts(&request, &prepared, config.name())
             .await
@@ -1025,6 +1098,7 @@ impl Host {
             Ok(new) => new,
             Err(error) => {
                 release();
+                inner.release_lease(&agent, &id).await;
                 return Err(error);
             }
         };
@@ -1055,6 +1129,7 @@ impl Host {
         );
         if spawned.is_err() {
             release();
+            inner.release_lease(&agent, &id).await;
             return Err(HostError::ShutDown);
         }
 
@@ -1274,12 +1349,13 @@ impl Host {
     ) -> Result<(), HostError> {
         // Not found first: another agent's deployment must not be told apart from none.
         self.inner.store.get(agent, deployment).await?;
-        let slot = self
-            .rollout_of(agent, deployment)
-            .ok_or_else(|| HostError::NoRollout {
+        let Some(slot) = self.rollout_of(agent, deployment) else {
+            self.inner.no_rollout_elsewhere(agent).await?;
+            return Err(HostError::NoRollout {
                 agent: agent.clone(),
                 deployment: deployment.clone(),
-            })?;
+            });
+        };
         slot.commands
             .send(command)
             .map_err(|_| HostError::NoRollout {
@@ -1308,6 +1384,7 @@ impl Host {
             return Ok(record);
         }
         inner.no_rollout_running(agent)?;
+        inner.no_rollout_elsewhere(agent).await?;
         if record.is_deleted() {
             return Err(HostError::Deleted {
                 deployment: deployment.clone(),
@@ -1436,6 +1513,7 @@ impl Host {
             });
         }
         inner.no_rollout_running(agent)?;
+        inner.no_rollout_elsewhere(agent).await?;
         if !current.is_production {
             return Err(HostError::NotRollbackable {
                 agent: agent.clone(),
@@ -1937,6 +2015,16 @@ impl Host {
             .filter(|e| &e.event.agent_id == agent)
             .cloned()
             .collect()
+    }
+
+    /// This host's name as the holder of rollout leases.
+    pub fn lease_holder(&self) -> &LeaseHolder {
+        &self.inner.holder
+    }
+
+    /// How long a rollout's lease lasts without a renewal.
+    pub fn lease_ttl(&self) -> Duration {
+        self.inner.lease_ttl
     }
 
     /// The running rollout of `agent`, if any: its candidate.

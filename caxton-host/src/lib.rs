@@ -60,6 +60,7 @@ mod error;
 mod follow;
 mod host;
 mod joints;
+mod lease;
 mod recover;
 mod request;
 mod rollout;
@@ -75,10 +76,10 @@ pub use caxton_wasm::{ConfigSource, DiskCacheError, DiskCacheKey, EngineConfig};
 pub use error::{BuildError, HostError, SendError, StoreError};
 pub use follow::SyncOutcome;
 pub use host::{
-    DEFAULT_DELETE_RETENTION, DEFAULT_SESSION_IDLE_TIMEOUT, Deployed, EventStream, Host,
-    HostBuilder, HostEvent, TimedChange,
+    DEFAULT_DELETE_RETENTION, DEFAULT_LEASE_TTL, DEFAULT_SESSION_IDLE_TIMEOUT, Deployed,
+    EventStream, Host, HostBuilder, HostEvent, MIN_LEASE_TTL, TimedChange,
 };
-pub use recover::{Recovery, Settled};
+pub use recover::{Adopted, Recovery, Settled};
 pub use request::{DeployRequest, DeployRequestBuilder, ModuleSource, PromoteMode, SessionMode};
 pub use rollout::{JudgeCounts, RolloutHandle, RolloutPhase};
 pub use send::{Delivery, FUEL_METRIC, HostSender, MEMORY_METRIC, is_error_reply};

@@ -2,6 +2,7 @@
 //! the registry, the artifact store and the rollout journal.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use caxton_core::{
@@ -9,6 +10,7 @@ use caxton_core::{
     Timestamp,
 };
 use caxton_strategies::{Commands, StrategyConfig};
+use dashmap::mapref::entry::Entry;
 use serde::Serialize;
 
 use crate::error::HostError;
@@ -27,6 +29,19 @@ pub struct Recovery {
     /// Rollouts resumed, running again.
     pub resumed: Vec<RolloutHandle>,
     /// Rollouts that could not go on, and what was done about each.
+    pub settled: Vec<Settled>,
+    /// Open rollouts another host on the registry drives (it holds their leases): left
+    /// to it. Their candidates.
+    pub elsewhere: Vec<DeploymentId>,
+}
+
+/// What [`Host::adopt_rollouts`] took over.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Adopted {
+    /// Rollouts this host drives now, resumed from the journal at the stage they were in.
+    pub resumed: Vec<RolloutHandle>,
+    /// Rollouts that had ended in the registry and were closed in the journal.
     pub settled: Vec<Settled>,
 }
 
@@ -102,10 +117,31 @@ impl Host {
             }
         }
         for entries in open {
-            if let Some(outcome) = self.reconcile(entries).await? {
-                match outcome {
-                    Reconciled::Resumed(handle) => recovery.resumed.push(handle),
-                    Reconciled::Settled(settled) => recovery.settled.push(settled),
+            let Some(first) = entries.first() else {
+                continue;
+            };
+            let (agent, deployment) = (first.agent.clone(), first.deployment.clone());
+            // Another host on the registry may drive it (or have taken it over).
+            match inner.take_lease(&agent, &deployment).await {
+                Ok(()) => {}
+                Err(HostError::RolloutElsewhere { holder, .. }) => {
+                    tracing::info!(agent_id = %agent, deployment_id = %deployment, %holder,
+                        "an open rollout is driven by another host; left to it");
+                    recovery.elsewhere.push(deployment);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
+            match self.reconcile(entries).await {
+                Ok(Some(Reconciled::Resumed(handle))) => recovery.resumed.push(handle),
+                Ok(Some(Reconciled::Settled(settled))) => {
+                    inner.release_lease(&agent, &deployment).await;
+                    recovery.settled.push(settled);
+                }
+                Ok(None) => inner.release_lease(&agent, &deployment).await,
+                Err(error) => {
+                    inner.release_lease(&agent, &deployment).await;
+                    return Err(error);
                 }
             }
         }
@@ -117,6 +153,58 @@ impl Host {
             "host recovered"
         );
         Ok(recovery)
+    }
+
+    /// Takes over the rollouts whose host stopped driving them: every rollout the journal
+    /// shows open, that no rollout of this host drives and whose lease has expired (its
+    /// host died or lost the registry for longer than the lease's time-to-live), is
+    /// leased to this host and reconciled as [`recover`](Host::recover) does: resumed at
+    /// the stage the journal recorded, its hold running to the absolute deadline recorded
+    /// there, or closed when the registry shows it over. The agent's production is
+    /// brought in line with the registry first ([`sync_agent`](Host::sync_agent)).
+    ///
+    /// Hosts sharing a registry call it now and then (`caxton serve` does, four times per
+    /// time-to-live); when several try at once, the lease picks one.
+    pub async fn adopt_rollouts(&self) -> Result<Adopted, HostError> {
+        let inner = &self.inner;
+        let mut adopted = Adopted::default();
+        for entries in inner.journal.open_rollouts().await? {
+            let Some(first) = entries.first() else {
+                continue;
+            };
+            let (agent, deployment) = (first.agent.clone(), first.deployment.clone());
+            if inner.rollouts.contains_key(&agent) {
+                continue;
+            }
+            match inner.leases.lease(&agent).await? {
+                Some(lease) if !lease.is_expired() && lease.holder != inner.holder => continue,
+                _ => {}
+            }
+            match inner.take_lease(&agent, &deployment).await {
+                Ok(()) => {}
+                Err(HostError::RolloutElsewhere { .. }) => continue,
+                Err(error) => return Err(error),
+            }
+            tracing::warn!(agent_id = %agent, deployment_id = %deployment, holder = %inner.holder,
+                "taking over a rollout whose host stopped driving it");
+            let reconciled = match self.sync_agent(&agent).await {
+                Ok(_) => self.reconcile(entries).await,
+                Err(error) => Err(error),
+            };
+            match reconciled {
+                Ok(Some(Reconciled::Resumed(handle))) => adopted.resumed.push(handle),
+                Ok(Some(Reconciled::Settled(settled))) => {
+                    inner.release_lease(&agent, &deployment).await;
+                    adopted.settled.push(settled);
+                }
+                Ok(None) => inner.release_lease(&agent, &deployment).await,
+                Err(error) => {
+                    inner.release_lease(&agent, &deployment).await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(adopted)
     }
 
     async fn reconcile(&self, entries: Vec<JournalEntry>) -> Result<Option<Reconciled>, HostError> {
@@ -275,7 +363,19 @@ impl Host {
         let (sender, commands) = Commands::channel();
         let (slot, finish) = RolloutSlot::new(candidate.id.clone(), config.name(), steps, sender);
         slot.resumed_after(done);
-        inner.rollouts.insert(agent.clone(), Arc::clone(&slot));
+        // The caller holds the rollout's lease.
+        slot.leased.store(true, Ordering::Release);
+        match inner.rollouts.entry(agent.clone()) {
+            Entry::Occupied(running) => {
+                return Err(HostError::RolloutInProgress {
+                    agent,
+                    deployment: running.get().deployment.clone(),
+                });
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(Arc::clone(&slot));
+            }
+        }
         let checks = HostChecks {
             inner: Arc::clone(inner),
             module,

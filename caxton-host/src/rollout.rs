@@ -1,6 +1,7 @@
 //! Rollouts in progress: one slot per agent, progress read off the rollout's events, and
 //! the handle a caller waits on.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use caxton_core::{AgentId, DeploymentId};
@@ -54,6 +55,8 @@ pub(crate) struct RolloutSlot {
     pub(crate) strategy: &'static str,
     pub(crate) steps: u32,
     pub(crate) commands: CommandSender,
+    /// Whether this host holds the rollout's lease (and so renews it).
+    pub(crate) leased: AtomicBool,
     pub(crate) progress: Mutex<Progress>,
     pub(crate) done: Done,
 }
@@ -74,6 +77,7 @@ impl RolloutSlot {
             strategy,
             steps,
             commands,
+            leased: AtomicBool::new(false),
             progress: Mutex::new(Progress {
                 phase: RolloutPhase::Progressing,
                 stage: None,

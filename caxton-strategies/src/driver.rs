@@ -52,20 +52,38 @@ pub trait CandidateChecks: Send + Sync {
 /// at offsets from its start (for virtual time), or both.
 #[derive(Debug, Default)]
 pub struct Commands {
-    receiver: Option<mpsc::UnboundedReceiver<Command>>,
+    receiver: Option<mpsc::UnboundedReceiver<Message>>,
     schedule: Vec<(Duration, Command)>,
+}
+
+/// What a [`CommandSender`] sends: an operator's command, or the host's word that another
+/// host drives the rollout now.
+#[derive(Debug)]
+enum Message {
+    Command(Command),
+    HandOff,
 }
 
 /// Sends commands to a running rollout. Clones send to the same rollout.
 #[derive(Debug, Clone)]
-pub struct CommandSender(mpsc::UnboundedSender<Command>);
+pub struct CommandSender(mpsc::UnboundedSender<Message>);
 
 impl CommandSender {
     /// Sends `command`; gives it back if the rollout is over.
     pub fn send(&self, command: Command) -> Result<(), Command> {
+        let copy = command.clone();
         self.0
-            .unbounded_send(command)
-            .map_err(|error| error.into_inner())
+            .unbounded_send(Message::Command(command))
+            .map_err(|_| copy)
+    }
+
+    /// Stops the rollout where it is without changing anything more: another host drives
+    /// it now (this host lost its lease). The driver writes nothing to the registry or the
+    /// journal and moves no traffic; its report says
+    /// [`Aborted`](Outcome::Aborted) with [`ReasonKind::HandedOff`]. Returns `false` if the
+    /// rollout is over.
+    pub fn hand_off(&self) -> bool {
+        self.0.unbounded_send(Message::HandOff).is_ok()
     }
 }
 
@@ -319,8 +337,25 @@ impl RolloutDriver {
             root,
             true,
         );
+        // The journal numbers stages across the whole rollout: the stage being resumed
+        // is journaled again under the number it had.
+        if let Some(journal) = &self.journal
+            && let Ok(entries) = journal.entries(&agent, &run.context.candidate).await
+        {
+            run.journal_steps = entries
+                .iter()
+                .rev()
+                .take_while(|e| !matches!(e.record, JournalRecord::Started { .. }))
+                .find_map(|e| match &e.record {
+                    JournalRecord::Stage { step, .. } => Some(step.saturating_sub(1)),
+                    _ => None,
+                })
+                .unwrap_or(0);
+        }
         run.emit(EventKind::Warning {
-            message: "resumed after the host restarted; validation is not repeated".to_owned(),
+            message: "resumed from the journal (the host that drove it stopped); validation \
+                      is not repeated"
+                .to_owned(),
         });
         Ok(run.drive(commands).await)
     }
@@ -573,8 +608,11 @@ impl Run<'_> {
                 }
             }
             if let Some(receiver) = commands.receiver.as_mut() {
-                while let Some(Some(command)) = receiver.next().now_or_never() {
-                    due.push(command);
+                while let Some(Some(message)) = receiver.next().now_or_never() {
+                    match message {
+                        Message::Command(command) => due.push(command),
+                        Message::HandOff => return self.hand_off(),
+                    }
                 }
             }
             for command in &due {
@@ -640,9 +678,13 @@ impl Run<'_> {
                 Some(receiver) => {
                     let sleep = pin!(clock.sleep_until(wake));
                     let next = receiver.next();
-                    if let Either::Right((Some(command), _)) = select(sleep, next).await {
+                    match select(sleep, next).await {
                         // Handled at the next step, together with any others.
-                        schedule.push_front((clock.now(), command));
+                        Either::Right((Some(Message::Command(command)), _)) => {
+                            schedule.push_front((clock.now(), command));
+                        }
+                        Either::Right((Some(Message::HandOff), _)) => return self.hand_off(),
+                        _ => {}
                     }
                 }
                 None => clock.sleep_until(wake).await,
@@ -1145,6 +1187,32 @@ impl Run<'_> {
             forced,
             released_sessions,
         });
+    }
+
+    /// Stops driving without changing anything: another host drives the rollout now.
+    fn hand_off(&mut self) -> RolloutReport {
+        let message = "another host drives the rollout now; this host stopped driving it \
+                       and changed nothing more";
+        self.emit(EventKind::Warning {
+            message: message.to_owned(),
+        });
+        tracing::warn!(
+            agent_id = %self.context.agent,
+            deployment_id = %self.context.candidate,
+            "{message}"
+        );
+        RolloutReport {
+            agent: self.context.agent.clone(),
+            deployment: self.context.candidate.clone(),
+            baseline: self.context.baseline.clone(),
+            strategy: self.strategy.name().to_owned(),
+            outcome: Outcome::Aborted {
+                reason: Reason::new(ReasonKind::HandedOff, message),
+            },
+            started_at: self.start,
+            finished_at: self.driver.clock.now(),
+            steps: self.steps,
+        }
     }
 
     async fn finish(&mut self, outcome: Outcome) -> RolloutReport {

@@ -185,6 +185,9 @@ pub enum ReasonKind {
     Timeout,
     /// Traffic control, the registry or another joint failed.
     Infrastructure,
+    /// Another host drives the rollout now (this host lost its lease); nothing was
+    /// changed, and the rollout goes on there.
+    HandedOff,
 }
 
 impl ReasonKind {
@@ -200,6 +203,7 @@ impl ReasonKind {
             ReasonKind::PauseTimeout => "pause_timeout",
             ReasonKind::Timeout => "timeout",
             ReasonKind::Infrastructure => "infrastructure",
+            ReasonKind::HandedOff => "handed_off",
         }
     }
 }

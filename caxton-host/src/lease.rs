@@ -1,0 +1,124 @@
+//! Rollout leases on the host's side: a rollout is driven only by the host that holds its
+//! lease; the host renews the leases of the rollouts it drives, and hands a rollout off
+//! (stops driving it, changing nothing) when it finds its lease taken by another host.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use caxton_core::lease::Acquired;
+use caxton_core::{AgentId, DeploymentId};
+
+use crate::error::HostError;
+use crate::host::Inner;
+use crate::rollout::RolloutSlot;
+
+impl Inner {
+    /// Takes the lease of `agent`'s rollout of `deployment` for this host, or says which
+    /// host drives the agent's rollout.
+    pub(crate) async fn take_lease(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+    ) -> Result<(), HostError> {
+        match self
+            .leases
+            .acquire(agent, deployment, &self.holder, self.lease_ttl)
+            .await?
+        {
+            Acquired::Taken(_) => Ok(()),
+            Acquired::HeldBy(lease) => Err(HostError::RolloutElsewhere {
+                agent: agent.clone(),
+                deployment: lease.deployment,
+                holder: lease.holder,
+            }),
+        }
+    }
+
+    /// Gives the lease up; a failure is logged (the lease then expires on its own).
+    pub(crate) async fn release_lease(&self, agent: &AgentId, deployment: &DeploymentId) {
+        if let Err(error) = self.leases.release(agent, deployment, &self.holder).await {
+            tracing::warn!(%error, agent_id = %agent, deployment_id = %deployment,
+                "cannot release the rollout's lease; it expires on its own");
+        }
+    }
+
+    /// Refused with [`HostError::RolloutElsewhere`] while another host holds a live lease
+    /// of a rollout of `agent`.
+    pub(crate) async fn no_rollout_elsewhere(&self, agent: &AgentId) -> Result<(), HostError> {
+        match self.leases.lease(agent).await? {
+            Some(lease) if !lease.is_expired() && lease.holder != self.holder => {
+                Err(HostError::RolloutElsewhere {
+                    agent: agent.clone(),
+                    deployment: lease.deployment,
+                    holder: lease.holder,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Renews the lease of every rollout this host drives; hands off those whose lease
+    /// another host has taken.
+    fn renew_leases(&self) {
+        let slots: Vec<(AgentId, Arc<RolloutSlot>)> = self
+            .rollouts
+            .iter()
+            .filter(|entry| entry.value().leased.load(Ordering::Acquire))
+            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
+            .collect();
+        for (agent, slot) in slots {
+            let renewed = futures::executor::block_on(self.leases.renew(
+                &agent,
+                &slot.deployment,
+                &self.holder,
+                self.lease_ttl,
+            ));
+            match renewed {
+                Ok(Some(_)) => {}
+                // The rollout may have just ended and released its lease.
+                Ok(None) if !self.rollouts.contains_key(&agent) => {}
+                Ok(None) => {
+                    tracing::error!(
+                        agent_id = %agent,
+                        deployment_id = %slot.deployment,
+                        holder = %self.holder,
+                        "this host lost the rollout's lease (it could not renew it in time); \
+                         another host drives the rollout now, so this one stops driving it"
+                    );
+                    slot.leased.store(false, Ordering::Release);
+                    slot.commands.hand_off();
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    agent_id = %agent,
+                    deployment_id = %slot.deployment,
+                    "cannot renew the rollout's lease; retrying"
+                ),
+            }
+        }
+    }
+}
+
+/// Renews the leases of this host's rollouts every third of their time-to-live, until
+/// the host is dropped.
+pub(crate) fn start_lease_keeper(inner: Weak<Inner>) {
+    let every = match inner.upgrade() {
+        Some(inner) => inner.lease_ttl / 3,
+        None => return,
+    };
+    let spawned = std::thread::Builder::new()
+        .name("caxton-leases".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every.max(Duration::from_millis(10)));
+                let Some(inner) = inner.upgrade() else { return };
+                if !inner.rollouts.is_empty() {
+                    inner.renew_leases();
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "the lease keeper could not start; rollouts are handed off when their leases expire");
+    }
+}

@@ -1,0 +1,302 @@
+//! Hosts sharing one registry: exactly one drives a rollout (it holds the rollout's
+//! lease); when it cannot renew the lease, another host takes the rollout over from the
+//! journal at the stage it was in, and the first hands it off without changing anything.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use caxton_core::lease::{Acquired, Lease, LeaseError, LeaseHolder, MemoryLeases, RolloutLeases};
+use caxton_core::{
+    AgentId, BackendError, DeploymentId, DeploymentStore, JournalRecord, LifecycleState,
+    MemoryArtifactStore, MemoryJournal, MemoryStore, RolloutJournal, Timestamp,
+};
+use caxton_host::{DeployRequest, Host, HostError, PromoteMode};
+use caxton_strategies::{Outcome, ReasonKind};
+use common::*;
+
+const TTL: Duration = Duration::from_millis(300);
+
+/// The leases of one host, which can lose the registry: the caller under test is the
+/// host, which must hand its rollout off once its lease is gone.
+struct Partitioned {
+    leases: MemoryLeases,
+    cut_off: AtomicBool,
+}
+
+impl Partitioned {
+    fn check(&self) -> Result<(), LeaseError> {
+        if self.cut_off.load(Ordering::SeqCst) {
+            return Err(BackendError::message("the registry is unreachable").into());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RolloutLeases for Partitioned {
+    async fn acquire(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<Acquired, LeaseError> {
+        self.check()?;
+        self.leases.acquire(agent, deployment, holder, ttl).await
+    }
+
+    async fn renew(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, LeaseError> {
+        self.check()?;
+        self.leases.renew(agent, deployment, holder, ttl).await
+    }
+
+    async fn release(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        holder: &LeaseHolder,
+    ) -> Result<(), LeaseError> {
+        self.check()?;
+        self.leases.release(agent, deployment, holder).await
+    }
+
+    async fn lease(&self, agent: &AgentId) -> Result<Option<Lease>, LeaseError> {
+        self.check()?;
+        self.leases.lease(agent).await
+    }
+}
+
+struct Fleet {
+    store: Arc<MemoryStore>,
+    artifacts: Arc<MemoryArtifactStore>,
+    journal: Arc<MemoryJournal>,
+    leases: MemoryLeases,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        Fleet {
+            store: Arc::new(MemoryStore::new()),
+            artifacts: Arc::new(MemoryArtifactStore::new()),
+            journal: Arc::new(MemoryJournal::new()),
+            leases: MemoryLeases::new(),
+        }
+    }
+
+    fn host(&self, name: &str, leases: Arc<dyn RolloutLeases>) -> Host {
+        Host::builder()
+            .store(self.store.clone())
+            .artifacts(self.artifacts.clone())
+            .journal(self.journal.clone())
+            .leases(leases)
+            .lease_holder(LeaseHolder::new(name).unwrap())
+            .lease_ttl(TTL)
+            .build()
+            .unwrap()
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The `until` of the rollout's last `stage` entry.
+fn last_hold(fleet: &Fleet, agent: &AgentId, candidate: &DeploymentId) -> (u32, Timestamp) {
+    let entries = block_on(fleet.journal.entries(agent, candidate)).unwrap();
+    entries
+        .iter()
+        .rev()
+        .find_map(|e| match &e.record {
+            JournalRecord::Stage { step, until, .. } => Some((*step, until.unwrap())),
+            _ => None,
+        })
+        .expect("a stage entry")
+}
+
+fn canary() -> caxton_strategies::RolloutSpec {
+    spec(
+        r#"{"deployment": {"strategy": "canary", "judge": "off", "stages": [
+            {"canary": {"weight": "10%", "hold": "1h"}},
+            {"canary": {"weight": "50%", "hold": "1h"}},
+            {"full": "100%"}]}}"#,
+    )
+}
+
+#[test]
+fn a_rollout_is_taken_over_at_its_stage_when_its_host_loses_the_lease_and_is_handed_off() {
+    let fleet = Fleet::new();
+    let partitioned = Arc::new(Partitioned {
+        leases: fleet.leases.clone(),
+        cut_off: AtomicBool::new(false),
+    });
+    let a = fleet.host("host-a", partitioned.clone());
+    let b = fleet.host("host-b", Arc::new(fleet.leases.clone()));
+    let processor = agent("processor");
+    deploy_and_wait(
+        &a,
+        DeployRequest::builder(processor.clone(), echo("v1:"))
+            .label("v1")
+            .build(),
+    );
+    block_on(b.sync_agent(&processor)).unwrap();
+
+    // Host a drives a canary of v2, at step 2 of 3.
+    let v2 = block_on(
+        a.deploy(
+            DeployRequest::builder(processor.clone(), echo("v2:"))
+                .label("v2")
+                .rollout(canary())
+                .build(),
+        ),
+    )
+    .unwrap();
+    let candidate = v2.deployment.id.clone();
+    wait_until("the canary is at 10%", || {
+        block_on(a.status(&processor))
+            .unwrap()
+            .rollout
+            .is_some_and(|r| r.step == 1 && r.weight_set == 10.0)
+    });
+    block_on(a.promote(&processor, &candidate, PromoteMode::Step)).unwrap();
+    wait_until("the canary is at 50%", || {
+        block_on(a.status(&processor))
+            .unwrap()
+            .rollout
+            .is_some_and(|r| r.step == 2 && r.weight_set == 50.0)
+    });
+    let (step, hold) = last_hold(&fleet, &processor, &candidate);
+    assert_eq!(step, 2);
+
+    // While a holds the lease, b neither adopts the rollout nor changes the agent.
+    std::thread::sleep(TTL * 2);
+    assert!(block_on(b.adopt_rollouts()).unwrap().resumed.is_empty());
+    for refused in [
+        block_on(b.promote(&processor, &candidate, PromoteMode::Full)).map(|_| ()),
+        block_on(b.pause(&processor, &candidate)),
+        block_on(
+            b.deploy(
+                DeployRequest::builder(processor.clone(), echo("v3:"))
+                    .label("v3")
+                    .build(),
+            ),
+        )
+        .map(|_| ()),
+    ] {
+        match refused {
+            Err(HostError::RolloutElsewhere {
+                holder, deployment, ..
+            }) => {
+                assert_eq!((holder.as_str(), &deployment), ("host-a", &candidate));
+            }
+            other => panic!("expected rollout_elsewhere, got {other:?}"),
+        }
+    }
+
+    // Host a loses the registry; once its lease has expired, b takes the rollout over at
+    // step 2 of 3, holding until the same absolute deadline.
+    partitioned.cut_off.store(true, Ordering::SeqCst);
+    std::thread::sleep(TTL + Duration::from_millis(150));
+    let adopted = block_on(b.adopt_rollouts()).unwrap();
+    assert_eq!(adopted.resumed.len(), 1, "{adopted:?}");
+    assert_eq!(adopted.resumed[0].deployment(), &candidate);
+    wait_until("b drives the canary at 50%", || {
+        block_on(b.status(&processor))
+            .unwrap()
+            .rollout
+            .is_some_and(|r| r.step == 2 && r.steps == 3 && r.weight_set == 50.0)
+    });
+    let (step, resumed_hold) = last_hold(&fleet, &processor, &candidate);
+    assert_eq!(step, 2);
+    let drift = resumed_hold
+        .saturating_since(hold)
+        .max(hold.saturating_since(resumed_hold));
+    assert!(
+        drift < Duration::from_secs(1),
+        "the hold moved by {drift:?}"
+    );
+
+    // Host a reaches the registry again, finds its lease gone and hands off: it stops
+    // driving, and writes nothing.
+    partitioned.cut_off.store(false, Ordering::SeqCst);
+    let report = block_on(v2.rollout.wait()).unwrap();
+    match &report.outcome {
+        Outcome::Aborted { reason } => assert_eq!(reason.kind, ReasonKind::HandedOff),
+        other => panic!("a's rollout should be handed off, not {other:?}"),
+    }
+    assert!(a.running_rollout(&processor).is_none());
+    let record = block_on(fleet.store.get(&processor, &candidate)).unwrap();
+    assert_eq!(
+        record.state,
+        LifecycleState::Running,
+        "the candidate is left running"
+    );
+    let open = block_on(fleet.journal.open_rollouts()).unwrap();
+    assert_eq!(open.len(), 1, "the rollout stays open in the journal");
+
+    // The rollout goes on where b drives it; a follows the registry.
+    block_on(b.promote(&processor, &candidate, PromoteMode::Full)).unwrap();
+    let report = block_on(b.running_rollout(&processor).unwrap().wait()).unwrap();
+    assert_eq!(report.outcome, Outcome::Promoted);
+    block_on(a.sync_agent(&processor)).unwrap();
+    for host in [&a, &b] {
+        let reply = host.send(&processor, None, b"order").unwrap();
+        assert_eq!(reply.reply.as_slice(), b"v2:order");
+    }
+    assert!(
+        block_on(fleet.leases.lease(&processor)).unwrap().is_none(),
+        "released"
+    );
+}
+
+#[test]
+fn a_restarted_host_leaves_a_rollout_another_host_drives_to_it() {
+    let fleet = Fleet::new();
+    let leases: Arc<dyn RolloutLeases> = Arc::new(fleet.leases.clone());
+    let a = fleet.host("host-a", leases.clone());
+    let processor = agent("processor");
+    deploy_and_wait(
+        &a,
+        DeployRequest::builder(processor.clone(), echo("v1:"))
+            .label("v1")
+            .build(),
+    );
+    let v2 = block_on(
+        a.deploy(
+            DeployRequest::builder(processor.clone(), echo("v2:"))
+                .label("v2")
+                .rollout(canary())
+                .build(),
+        ),
+    )
+    .unwrap();
+    wait_until("the canary runs", || {
+        block_on(a.status(&processor))
+            .unwrap()
+            .rollout
+            .is_some_and(|r| r.step == 1)
+    });
+    // Another host starting over the same registry recovers routes, not the rollout.
+    let b = fleet.host("host-b", leases);
+    let recovery = block_on(b.recover()).unwrap();
+    assert!(recovery.resumed.is_empty());
+    assert_eq!(recovery.elsewhere, vec![v2.deployment.id.clone()]);
+    assert!(b.running_rollout(&processor).is_none());
+    let reply = b.send(&processor, None, b"order").unwrap();
+    assert_eq!(reply.reply.as_slice(), b"v1:order");
+    block_on(a.abort(&processor, &v2.deployment.id, "test over")).unwrap();
+    block_on(v2.rollout.wait()).unwrap();
+}

@@ -10,7 +10,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use caxton_core::AgentId;
 use caxton_server::{
@@ -43,6 +43,18 @@ pub(crate) struct ServeArgs {
     /// Serve only this agent; the others are unknown here.
     #[arg(long, value_name = "AGENT")]
     agent: Option<String>,
+    /// How long a rollout's lease lasts without a renewal: on a PostgreSQL registry,
+    /// about how long after this host dies another host takes its rollouts over.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = lease_ttl)]
+    lease_ttl: Duration,
+}
+
+fn lease_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = caxton_strategies::duration::parse_duration(text).map_err(|e| e.to_string())?;
+    if !(caxton_host::MIN_LEASE_TTL..=Duration::from_secs(3_600)).contains(&ttl) {
+        return Err(format!("{text}: must be between 30ms and 1h"));
+    }
+    Ok(ttl)
 }
 
 /// Runs `caxton serve` until SIGTERM or Ctrl-C.
@@ -111,7 +123,7 @@ async fn serve(args: ServeArgs) -> CommandResult {
 
     let started = Instant::now();
     let host = registry
-        .open_host(secrets_from_env(std::env::vars()))
+        .open_host_with(secrets_from_env(std::env::vars()), args.lease_ttl)
         .map_err(Failure::new)?;
     let host = Arc::new(host);
     let recovery = host
@@ -130,6 +142,12 @@ async fn serve(args: ServeArgs) -> CommandResult {
             started.elapsed().as_secs_f64()
         ),
     );
+    if !recovery.elsewhere.is_empty() {
+        out.progress(&format!(
+            "{} open rollouts are driven by other hosts on the registry",
+            recovery.elsewhere.len()
+        ));
+    }
     for settled in &recovery.settled {
         out.progress(&format!(
             "Rollout of {} ({}) was {}: {}",

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const CAXTON: &str = env!("CARGO_BIN_EXE_caxton");
+/// Short, so that a takeover happens within seconds.
+const LEASE_TTL: &str = "2s";
 
 fn sample(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -87,6 +89,7 @@ impl Serve {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(CAXTON)
             .args(["serve", "--listen", "127.0.0.1:0", "--registry", registry])
+            .args(["--lease-ttl", LEASE_TTL])
             .current_dir(dir.path())
             .env_remove("CAXTON_TOKEN")
             .env_remove("CAXTON_REGISTRY")
@@ -147,6 +150,17 @@ impl Serve {
             ),
             Err(_) => (0, None),
         }
+    }
+
+    /// `GET path` as JSON.
+    fn json(&self, path: &str) -> serde_json::Value {
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut response = http.get(format!("{}{path}", self.url)).call().unwrap();
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
     }
 
     /// Waits until this server answers `agent` from `deployment`.
@@ -236,4 +250,130 @@ fn three_servers_on_one_postgres_registry_answer_what_one_of_them_deployed() {
     a.answers_from("A", "processor", &v3);
     b.answers_from("B", "processor", &v3);
     c.answers_from("C", "processor", &v3);
+}
+
+#[test]
+fn a_canary_whose_host_is_killed_is_taken_over_by_another_host_at_the_same_step() {
+    let server = match std::env::var("CAXTON_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => return skip("CAXTON_TEST_POSTGRES_URL is not set"),
+    };
+    let Some(db) = Database::create(&server) else {
+        return;
+    };
+    let mut servers: Vec<Serve> = (0..3).map(|_| Serve::start(&db.url)).collect();
+    let v1 = deployed_id(
+        &servers[0].caxton(&[
+            "deploy",
+            "agent",
+            sample("processor_v1.wasm").to_str().unwrap(),
+            "--name",
+            "processor",
+            "--label",
+            "v1",
+            "--wait",
+        ]),
+        "deploy v1 through A",
+    );
+    let specs = tempfile::tempdir().unwrap();
+    let spec = specs.path().join("long.yaml");
+    std::fs::write(
+        &spec,
+        "deployment:\n  strategy: canary\n  judge: off\n  stages:\n    - canary: { weight: 10%, hold: 1h }\n    - canary: { weight: 50%, hold: 1h }\n    - full: 100%\n",
+    )
+    .unwrap();
+    let output = servers[0].caxton(&[
+        "deploy",
+        "agent",
+        sample("processor_v3.wasm").to_str().unwrap(),
+        "--name",
+        "processor",
+        "--label",
+        "v3",
+        "--spec",
+        spec.to_str().unwrap(),
+    ]);
+    let v3 = deployed_id(&output, "start the canary through A");
+    let at_step = |serve: &Serve, step: u64, weight: f64| {
+        let status = serve.json("/v1/agents/processor");
+        (status["rollout"]["step"] == step
+            && status["rollout"]["weight_set"].as_f64() == Some(weight))
+        .then_some(status)
+    };
+    let wait_for = |what: &str, mut check: Box<dyn FnMut() -> Option<serde_json::Value> + '_>| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(found) = check() {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(
+        "A drives the canary at 10 %",
+        Box::new(|| at_step(&servers[0], 1, 10.0)),
+    );
+    // Only A drives it: B refuses to command it and names A's lease.
+    let refused = servers[1].caxton(&["promote", &v3]);
+    assert_ne!(refused.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("is driven by host"), "{said}");
+    assert_eq!(
+        servers[0].caxton(&["promote", &v3]).status.code(),
+        Some(0),
+        "promote one step through A"
+    );
+    let before = wait_for(
+        "A drives the canary at 50 %",
+        Box::new(|| at_step(&servers[0], 2, 50.0)),
+    );
+
+    // SIGKILL of A: B or C takes the rollout over from the journal, at step 2 of 3.
+    let mut a = servers.remove(0);
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = Instant::now();
+    let (driver, after) = wait_for(
+        "another host drives the canary at 50 %",
+        Box::new(|| {
+            servers.iter().enumerate().find_map(|(i, serve)| {
+                at_step(serve, 2, 50.0).map(|status| serde_json::json!([i, status]))
+            })
+        }),
+    )
+    .as_array()
+    .map(|pair| (pair[0].as_u64().unwrap() as usize, pair[1].clone()))
+    .unwrap();
+    let took = killed.elapsed();
+    assert_eq!(after["rollout"]["deployment"], v3.as_str(), "{after}");
+    assert_eq!(
+        after["rollout"]["stage"], before["rollout"]["stage"],
+        "{after}"
+    );
+    assert_eq!(
+        after["rollout"]["steps"], before["rollout"]["steps"],
+        "{after}"
+    );
+    assert_eq!(after["production"], v1.as_str());
+    eprintln!(
+        "the rollout was taken over {took:?} after the SIGKILL (lease time-to-live {LEASE_TTL})"
+    );
+    let other = 1 - driver;
+    assert!(
+        servers[other].json("/v1/agents/processor")["rollout"].is_null(),
+        "exactly one host drives it"
+    );
+
+    // The new driver takes commands; every host answers from v3 once it is promoted.
+    assert_eq!(
+        servers[driver]
+            .caxton(&["promote", &v3, "--full"])
+            .status
+            .code(),
+        Some(0),
+        "promote --full through the new driver"
+    );
+    servers[driver].answers_from("the new driver", "processor", &v3);
+    servers[other].answers_from("the other host", "processor", &v3);
 }

@@ -1,6 +1,7 @@
 //! A fleet of `caxton serve` processes on one PostgreSQL registry: each follows the
 //! registry's change feed and brings its router and runtime in line with what another
-//! host changed ([`Host::sync_agent`]).
+//! host changed ([`Host::sync_agent`]), and takes over the rollouts whose host stopped
+//! driving them ([`Host::adopt_rollouts`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -40,10 +41,17 @@ impl Follower {
 
     /// Follows the feed for as long as the future is polled; never returns. Every change
     /// of an agent reconciles that agent; a resync (the feed reconnected after missing
-    /// changes), the start, and a timer every minute reconcile every agent. Errors are
-    /// logged and the follower goes on; a feed that cannot listen is retried, backing off
-    /// up to a few seconds.
+    /// changes), the start, and a timer every minute reconcile every agent. Four times
+    /// per lease time-to-live it looks for rollouts whose lease expired and takes them
+    /// over. Errors are logged and the follower goes on; a feed that cannot listen is
+    /// retried, backing off up to a few seconds.
     pub async fn run(self) {
+        let adopter = tokio::spawn(adopt_orphans(Arc::clone(&self.host)));
+        let _stop_adopting = AbortOnDrop(adopter);
+        self.follow().await;
+    }
+
+    async fn follow(self) {
         let mut backoff = Duration::from_millis(100);
         loop {
             let mut feed = match self.store.follow().await {
@@ -95,6 +103,37 @@ impl Follower {
                 }
             }
             Err(error) => tracing::warn!(%error, "cannot read the registry's agents"),
+        }
+    }
+}
+
+/// Aborts the task when dropped: the adopter stops with the follower.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Takes over rollouts whose lease expired, four times per lease time-to-live.
+async fn adopt_orphans(host: Arc<Host>) {
+    let mut timer = tokio::time::interval((host.lease_ttl() / 4).max(Duration::from_millis(10)));
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        match host.adopt_rollouts().await {
+            Ok(adopted) => {
+                for handle in &adopted.resumed {
+                    tracing::warn!(deployment_id = %handle.deployment(),
+                        "took over a rollout whose host stopped driving it");
+                }
+                for settled in &adopted.settled {
+                    tracing::info!(deployment_id = %settled.deployment, outcome = %settled.outcome,
+                        reason = %settled.reason, "closed a rollout whose host stopped");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot look for rollouts to take over"),
         }
     }
 }

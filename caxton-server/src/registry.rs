@@ -5,8 +5,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use caxton_core::{ArtifactStore, DeploymentStore, RolloutJournal};
+use caxton_core::{ArtifactStore, DeploymentStore, RolloutJournal, RolloutLeases};
 use caxton_host::{ConfigSource, DiskCacheKey, EngineConfig, Host};
 use caxton_postgres::PostgresStore;
 use caxton_sqlite::SqliteStore;
@@ -123,9 +124,23 @@ impl Registry {
     /// file, authenticated with the key in `cache.key` (made `0600` on first use). Call
     /// [`Host::recover`] next to pick up where the last process stopped.
     pub fn open_host(&self, secrets: ConfigSource) -> Result<Host, RegistryError> {
+        self.open_host_with(secrets, caxton_host::DEFAULT_LEASE_TTL)
+    }
+
+    /// [`open_host`](Registry::open_host) with the time-to-live of the host's rollout
+    /// leases: on a PostgreSQL registry the leases are in the database, and another host
+    /// takes a rollout over about `lease_ttl` after the host driving it died. A SQLite
+    /// registry has one host, whose leases stay in memory.
+    pub fn open_host_with(
+        &self,
+        secrets: ConfigSource,
+        lease_ttl: Duration,
+    ) -> Result<Host, RegistryError> {
         match self {
-            Registry::Sqlite(path) => open_sqlite_host(path, secrets),
-            Registry::Postgres(url) => open_postgres_host(url, Path::new(".caxton"), secrets),
+            Registry::Sqlite(path) => open_sqlite_host(path, secrets, lease_ttl),
+            Registry::Postgres(url) => {
+                open_postgres_host(url, Path::new(".caxton"), secrets, lease_ttl)
+            }
         }
     }
 }
@@ -150,7 +165,11 @@ impl Registry {
     }
 }
 
-fn open_sqlite_host(path: &Path, secrets: ConfigSource) -> Result<Host, RegistryError> {
+fn open_sqlite_host(
+    path: &Path,
+    secrets: ConfigSource,
+    lease_ttl: Duration,
+) -> Result<Host, RegistryError> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
@@ -160,7 +179,7 @@ fn open_sqlite_host(path: &Path, secrets: ConfigSource) -> Result<Host, Registry
         path: path.to_path_buf(),
         source: Box::new(source),
     })?;
-    host_over(store, &dir, secrets)
+    host_over(store, &dir, secrets, None, lease_ttl)
 }
 
 /// A host over the PostgreSQL registry at `url`: deployments, audit, artifacts and the
@@ -170,18 +189,26 @@ fn open_postgres_host(
     url: &str,
     state: &Path,
     secrets: ConfigSource,
+    lease_ttl: Duration,
 ) -> Result<Host, RegistryError> {
     create_private_dir(state)?;
     let store = PostgresStore::connect(url).map_err(|source| RegistryError::Postgres {
         source: Box::new(source),
     })?;
-    host_over(store, state, secrets)
+    let leases: Arc<dyn RolloutLeases> = Arc::new(store.clone());
+    host_over(store, state, secrets, Some(leases), lease_ttl)
 }
 
 /// A host whose registry, artifact store and journal are all `store`, with its compiled
 /// modules cached in `dir/cache` under the key in `dir/cache.key` (made `0600` on first
 /// use).
-fn host_over<S>(store: S, dir: &Path, secrets: ConfigSource) -> Result<Host, RegistryError>
+fn host_over<S>(
+    store: S,
+    dir: &Path,
+    secrets: ConfigSource,
+    leases: Option<Arc<dyn RolloutLeases>>,
+    lease_ttl: Duration,
+) -> Result<Host, RegistryError>
 where
     S: DeploymentStore + ArtifactStore + RolloutJournal + Clone + 'static,
 {
@@ -193,7 +220,11 @@ where
         })?;
     let cache = dir.join("cache");
     create_private_dir(&cache)?;
-    let host = Host::builder()
+    let mut builder = Host::builder().lease_ttl(lease_ttl);
+    if let Some(leases) = leases {
+        builder = builder.leases(leases);
+    }
+    let host = builder
         .store(Arc::new(store.clone()))
         .artifacts(Arc::new(store.clone()))
         .journal(Arc::new(store))

@@ -421,9 +421,27 @@ pub mod conformance {
             Acquired::Taken(_)
         ));
         // Only the holder renews, and only for the deployment it holds the lease for.
-        assert!(leases.renew(&agent, &v2, &host_a, TTL).await.unwrap().is_some());
-        assert!(leases.renew(&agent, &v2, &host_b, TTL).await.unwrap().is_none());
-        assert!(leases.renew(&agent, &v3, &host_a, TTL).await.unwrap().is_none());
+        assert!(
+            leases
+                .renew(&agent, &v2, &host_a, TTL)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            leases
+                .renew(&agent, &v2, &host_b, TTL)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            leases
+                .renew(&agent, &v3, &host_a, TTL)
+                .await
+                .unwrap()
+                .is_none()
+        );
         // Another agent's lease is independent.
         assert!(matches!(
             leases.acquire(&other, &b2, &host_b, TTL).await.unwrap(),
@@ -447,14 +465,24 @@ pub mod conformance {
 
         // Once it has expired, another holder takes it; the old holder cannot renew.
         futures_timer::Delay::new(TTL + Duration::from_millis(200)).await;
-        let expired = leases.lease(&agent).await.unwrap().expect("an expired lease is kept");
+        let expired = leases
+            .lease(&agent)
+            .await
+            .unwrap()
+            .expect("an expired lease is kept");
         assert!(expired.is_expired(), "{expired:?}");
         let Acquired::Taken(taken) = leases.acquire(&agent, &v2, &host_b, TTL).await.unwrap()
         else {
             panic!("an expired lease is taken by another holder");
         };
         assert_eq!(taken.holder, host_b);
-        assert!(leases.renew(&agent, &v2, &host_a, TTL).await.unwrap().is_none());
+        assert!(
+            leases
+                .renew(&agent, &v2, &host_a, TTL)
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(matches!(
             leases.acquire(&agent, &v2, &host_a, TTL).await.unwrap(),
             Acquired::HeldBy(_)
@@ -463,8 +491,7 @@ pub mod conformance {
         // Released, it is free: anyone takes it, for another rollout too.
         leases.release(&agent, &v2, &host_b).await.unwrap();
         assert!(leases.lease(&agent).await.unwrap().is_none());
-        let Acquired::Taken(next) = leases.acquire(&agent, &v3, &host_a, TTL).await.unwrap()
-        else {
+        let Acquired::Taken(next) = leases.acquire(&agent, &v3, &host_a, TTL).await.unwrap() else {
             panic!("a released lease is free");
         };
         assert_eq!(next.deployment, v3);

@@ -2,13 +2,14 @@
 //! [`Host::sync_agent`] brings this host's router and runtime in line with what the
 //! registry now says.
 //!
-//! A host follows only what its registry records. The registry records productions and
-//! lifecycle states, not the traffic splits of a rollout: while another host drives a
-//! canary (or any staged rollout), the hosts that follow it keep routing every message to
-//! production, and switch when the rollout promotes the candidate (or stay when it rolls
-//! back).
+//! A host follows what its registry and the rollout journal record: productions,
+//! lifecycle states and, for a canary another host drives, the candidate's share of
+//! traffic (the journal's last `stage` or `split` entry), which the follower mirrors in
+//! its own router. Other strategies' traffic (blue-green previews, rainbow session
+//! moves, shadow copies) is not mirrored: followers route to production until that
+//! rollout promotes or rolls back.
 
-use caxton_core::{AgentId, DeploymentId, LifecycleState};
+use caxton_core::{AgentId, Deployment, DeploymentId, JournalRecord, LifecycleState, Weight};
 
 use crate::error::HostError;
 use crate::host::{AgentState, Host};
@@ -28,6 +29,9 @@ pub struct SyncOutcome {
     pub retired: Vec<DeploymentId>,
     /// A rollout of the agent runs on this host: nothing was done, the rollout decides.
     pub skipped: bool,
+    /// The canary another host drives, mirrored here: the candidate and its share of new
+    /// traffic, in percent.
+    pub canary: Option<(DeploymentId, Weight)>,
 }
 
 impl Host {
@@ -90,6 +94,9 @@ impl Host {
             }
             outcome.production = Some(production.id.clone());
         }
+        if let Some(production) = &production {
+            outcome.canary = self.mirror_canary(agent, production).await?;
+        }
         let loaded: Vec<DeploymentId> = inner
             .loaded
             .iter()
@@ -125,6 +132,51 @@ impl Host {
         Ok(outcome)
     }
 
+    /// Mirrors the split of a canary of `agent` that another host drives, as the journal
+    /// records it; clears a mirrored split once no such canary runs.
+    async fn mirror_canary(
+        &self,
+        agent: &AgentId,
+        production: &Deployment,
+    ) -> Result<Option<(DeploymentId, Weight)>, HostError> {
+        let inner = &self.inner;
+        let open = inner.journal.open_rollouts().await?;
+        let wanted = open
+            .iter()
+            .find(|entries| entries.first().is_some_and(|e| &e.agent == agent))
+            .and_then(|entries| canary_share(entries));
+        let split_routed = inner
+            .router
+            .agent_route(agent)
+            .ok()
+            .is_some_and(|route| route.split().is_some());
+        let Some((candidate, share)) = wanted else {
+            if split_routed && self.running_rollout(agent).is_none() {
+                inner.router.promote(agent, &production.id)?;
+            }
+            return Ok(None);
+        };
+        let record = inner.store.get(agent, &candidate).await?;
+        if record.state != LifecycleState::Running || record.is_production || record.is_deleted() {
+            return Ok(None);
+        }
+        inner.load_deployment(&record).await?;
+        inner.ensure_registered(agent, &candidate)?;
+        // This host's own rollout may have started meanwhile: it decides then.
+        if self.running_rollout(agent).is_some() {
+            return Ok(None);
+        }
+        let Ok(weight) = Weight::from_percent(share) else {
+            return Ok(None);
+        };
+        inner.timed("set_split", agent, || {
+            inner.router.set_canary(agent, &candidate, weight)
+        })?;
+        tracing::debug!(agent_id = %agent, deployment_id = %candidate, share,
+            "following the registry: mirrored the canary another host drives");
+        Ok(Some((candidate, weight)))
+    }
+
     /// Reconciles every agent of the registry, as [`sync_agent`](Host::sync_agent) does
     /// one: after a follower missed changes (its feed reconnected). Goes on past an
     /// agent that fails and returns the outcomes of the others with the failures.
@@ -144,4 +196,24 @@ impl Host {
         }
         Ok(outcomes)
     }
+}
+
+/// The candidate of an open canary and its share of new traffic, from the rollout's
+/// journal: its last `stage` or `split` entry. `None` for other strategies and for a
+/// share of 0 % or 100 % (nothing to split).
+fn canary_share(entries: &[caxton_core::JournalEntry]) -> Option<(DeploymentId, f64)> {
+    let first = entries.first()?;
+    match &first.record {
+        JournalRecord::Started { strategy, .. } if strategy == "canary" => {}
+        _ => return None,
+    }
+    let share = entries.iter().rev().find_map(|entry| match &entry.record {
+        JournalRecord::Stage {
+            percentage: Some(share),
+            ..
+        }
+        | JournalRecord::Split { percentage: share } => Some(*share),
+        _ => None,
+    })?;
+    (share > 0.0 && share < 100.0).then(|| (first.deployment.clone(), share))
 }

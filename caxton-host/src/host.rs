@@ -680,7 +680,8 @@ impl Inner {
                 let result = run(&driver);
                 let handed_off = matches!(&result, Ok(report) if report.outcome.reason()
                     .is_some_and(|reason| reason.kind == ReasonKind::HandedOff));
-                if slot.leased.load(Ordering::Acquire) && !handed_off {
+                // Not renewed any more: the rollout is over.
+                if slot.leased.swap(false, Ordering::AcqRel) && !handed_off {
                     futures::executor::block_on(inner.release_lease(&agent, &slot.deployment));
                 }
                 futures::executor::block_on(inner.reap(&agent));
@@ -729,6 +730,20 @@ impl Inner {
             at: Instant::now(),
         });
         result
+    }
+
+    /// Waits for a rollout of `agent` that has finished (promoted or rolled back) to free
+    /// its slot: its events say it is over a moment before its cleanup ends, and an
+    /// operator who saw them may act at once.
+    pub(crate) async fn finishing_rollout_done(&self, agent: &AgentId) {
+        let finishing = self
+            .rollouts
+            .get(agent)
+            .filter(|slot| slot.progress().phase == crate::rollout::RolloutPhase::Finishing)
+            .map(|slot| slot.done.clone());
+        if let Some(done) = finishing {
+            let _ = done.await;
+        }
     }
 
     /// Refused with `RolloutInProgress` while a rollout of `agent` runs.
@@ -1046,6 +1061,7 @@ impl Host {
     pub async fn deploy(&self, request: DeployRequest) -> Result<Deployed, HostError> {
         let inner = &self.inner;
         let agent = request.agent.clone();
+        inner.finishing_rollout_done(&agent).await;
         inner.no_rollout_running(&agent)?;
         let prepared = self.prepare(&request).await?;
         let production = inner.store.production(&agent).await?;
@@ -1383,6 +1399,7 @@ impl Host {
             self.command(agent, deployment, command).await?;
             return Ok(record);
         }
+        inner.finishing_rollout_done(agent).await;
         inner.no_rollout_running(agent)?;
         inner.no_rollout_elsewhere(agent).await?;
         if record.is_deleted() {
@@ -1512,6 +1529,7 @@ impl Host {
                 took,
             });
         }
+        inner.finishing_rollout_done(agent).await;
         inner.no_rollout_running(agent)?;
         inner.no_rollout_elsewhere(agent).await?;
         if !current.is_production {

@@ -125,8 +125,16 @@ impl TrafficControl for HostTraffic {
         agent: &AgentId,
         deployment: &DeploymentId,
     ) -> Result<(), TrafficError> {
+        // A candidate this host routed already (a canary it mirrored before taking the
+        // rollout over) is live in the router: registering it again is not a failure.
         let router = &*self.inner.router;
-        TrafficControl::register(router, agent, deployment).await?;
+        match TrafficControl::register(router, agent, deployment).await {
+            Ok(()) => {}
+            Err(TrafficError::AlreadyRegistered { agent: owner, .. })
+                if &owner == agent
+                    && router.phase(deployment) == Some(caxton_core::DrainPhase::Active) => {}
+            Err(error) => return Err(error),
+        }
         self.inner.apply_session_mode(agent).map_err(Into::into)
     }
 

@@ -68,16 +68,22 @@ impl Inner {
             .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
             .collect();
         for (agent, slot) in slots {
+            let started = std::time::Instant::now();
             let renewed = futures::executor::block_on(self.leases.renew(
                 &agent,
                 &slot.deployment,
                 &self.holder,
                 self.lease_ttl,
             ));
+            let took = started.elapsed();
+            if took > self.lease_ttl / 3 {
+                tracing::warn!(agent_id = %agent, took_ms = took.as_millis() as u64,
+                    "renewing a rollout's lease took more than a third of its time-to-live");
+            }
             match renewed {
                 Ok(Some(_)) => {}
-                // The rollout may have just ended and released its lease.
-                Ok(None) if !self.rollouts.contains_key(&agent) => {}
+                // The rollout ended and released its lease meanwhile.
+                Ok(None) if !slot.leased.load(Ordering::Acquire) => {}
                 Ok(None) => {
                     tracing::error!(
                         agent_id = %agent,

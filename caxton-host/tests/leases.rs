@@ -300,3 +300,79 @@ fn a_restarted_host_leaves_a_rollout_another_host_drives_to_it() {
     block_on(a.abort(&processor, &v2.deployment.id, "test over")).unwrap();
     block_on(v2.rollout.wait()).unwrap();
 }
+
+fn share_of(host: &Host, agent: &AgentId, tag: &[u8], messages: u32) -> f64 {
+    let mut hits = 0;
+    for i in 0..messages {
+        let reply = host
+            .send(agent, None, format!("order-{i}").as_bytes())
+            .unwrap();
+        if reply.reply.starts_with(tag) {
+            hits += 1;
+        }
+    }
+    f64::from(hits) / f64::from(messages)
+}
+
+#[test]
+fn a_follower_mirrors_the_canary_another_host_drives_and_drops_it_when_it_rolls_back() {
+    let fleet = Fleet::new();
+    let leases: Arc<dyn RolloutLeases> = Arc::new(fleet.leases.clone());
+    let a = fleet.host("host-a", leases.clone());
+    let b = fleet.host("host-b", leases);
+    let processor = agent("processor");
+    deploy_and_wait(
+        &a,
+        DeployRequest::builder(processor.clone(), echo("v1:"))
+            .label("v1")
+            .build(),
+    );
+    let v2 = block_on(
+        a.deploy(
+            DeployRequest::builder(processor.clone(), echo("v2:"))
+                .label("v2")
+                .rollout(canary())
+                .build(),
+        ),
+    )
+    .unwrap();
+    let candidate = v2.deployment.id.clone();
+    wait_until("the canary is at 10%", || {
+        block_on(a.status(&processor))
+            .unwrap()
+            .rollout
+            .is_some_and(|r| r.weight_set == 10.0)
+    });
+    let synced = block_on(b.sync_agent(&processor)).unwrap();
+    assert_eq!(
+        synced.canary,
+        Some((
+            candidate.clone(),
+            caxton_core::Weight::from_percent(10.0).unwrap()
+        ))
+    );
+    let share = share_of(&b, &processor, b"v2:", 2_000);
+    assert!(
+        (0.05..0.15).contains(&share),
+        "b sent {share} to the canary"
+    );
+
+    block_on(a.promote(&processor, &candidate, PromoteMode::Step)).unwrap();
+    wait_until("the canary is at 50%", || {
+        block_on(a.status(&processor))
+            .unwrap()
+            .rollout
+            .is_some_and(|r| r.weight_set == 50.0)
+    });
+    block_on(b.sync_agent(&processor)).unwrap();
+    let share = share_of(&b, &processor, b"v2:", 2_000);
+    assert!((0.4..0.6).contains(&share), "b sent {share} to the canary");
+
+    // Rolled back where it is driven: the follower drops the split and the candidate.
+    block_on(a.abort(&processor, &candidate, "operator")).unwrap();
+    block_on(v2.rollout.wait()).unwrap();
+    let synced = block_on(b.sync_agent(&processor)).unwrap();
+    assert_eq!(synced.canary, None);
+    assert_eq!(synced.retired, vec![candidate.clone()]);
+    assert_eq!(share_of(&b, &processor, b"v2:", 500), 0.0);
+}

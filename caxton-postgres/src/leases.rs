@@ -118,6 +118,11 @@ impl RolloutLeases for PostgresStore {
                 || format!("renewing the rollout lease of agent `{agent}` for `{holder}`"),
                 move |client, _| {
                     Box::pin(async move {
+                        // A renewal lost in a crash only shortens the lease; waiting for the
+                        // disk (a busy one takes a second or more) could let it expire.
+                        client
+                            .batch_execute("SET LOCAL synchronous_commit = off")
+                            .await?;
                         match client.query_opt(RENEW, &[&a, &d, &h, &ttl]).await? {
                             Some(row) => Ok(Some(decode(&row)?)),
                             None => Ok(None),

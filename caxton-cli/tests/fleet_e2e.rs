@@ -415,3 +415,125 @@ fn a_canary_whose_host_is_killed_is_taken_over_by_another_host_at_the_same_step(
     servers[driver].answers_from("the new driver", "processor", &v3);
     servers[other].answers_from("the other host", "processor", &v3);
 }
+
+/// A PostgreSQL server of this test's own, started by `.ci/postgres` in a state directory
+/// of its own; stopped and removed at the end.
+struct OwnServer {
+    state: PathBuf,
+    url: String,
+}
+
+impl OwnServer {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres")
+    }
+
+    fn run(state: &Path, action: &str) -> String {
+        let out = Command::new("bash")
+            .arg(Self::script())
+            .arg(action)
+            .env("CAXTON_POSTGRES_STATE", state)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            ".ci/postgres {action}: {}",
+            out.status
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix("CAXTON_TEST_POSTGRES_URL="))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn start() -> OwnServer {
+        // Not a private temporary directory: the server runs as an ordinary user, which
+        // must reach its data directory.
+        let state = std::env::temp_dir().join(format!(
+            "caxton-test-restart-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        ));
+        let url = Self::run(&state, "start");
+        assert!(url.starts_with("postgres://"), "{url}");
+        OwnServer { state, url }
+    }
+
+    fn restart(&self) {
+        Self::run(&self.state, "restart");
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        Self::run(&self.state, "stop");
+    }
+}
+
+#[test]
+fn hosts_reconnect_and_catch_up_when_the_registry_server_restarts_under_them() {
+    if std::env::var("CAXTON_TEST_POSTGRES_URL").map_or(true, |url| url.is_empty()) {
+        return skip(
+            "CAXTON_TEST_POSTGRES_URL is not set (the PostgreSQL server is not installed)",
+        );
+    }
+    let server = OwnServer::start();
+    let (a, b) = (Serve::start(&server.url), Serve::start(&server.url));
+    let v1 = deployed_id(
+        &a.caxton(&[
+            "deploy",
+            "agent",
+            sample("processor_v1.wasm").to_str().unwrap(),
+            "--name",
+            "processor",
+            "--label",
+            "v1",
+            "--wait",
+        ]),
+        "deploy v1 through A",
+    );
+    b.answers_from("B", "processor", &v1);
+
+    // The registry's server restarts: every connection of both hosts is cut.
+    server.restart();
+    let restarted = Instant::now();
+    // Both keep answering from what they loaded meanwhile.
+    a.answers_from("A", "processor", &v1);
+    b.answers_from("B", "processor", &v1);
+    // A change made through A after the restart reaches B: A's pool reconnects, B's
+    // change feed listens again and re-reads what it may have missed.
+    let v3 = deployed_id(
+        &a.caxton(&[
+            "deploy",
+            "agent",
+            sample("processor_v3.wasm").to_str().unwrap(),
+            "--name",
+            "processor",
+            "--label",
+            "v3",
+            "--strategy",
+            "direct",
+            "--wait",
+        ]),
+        "deploy v3 through A after the restart",
+    );
+    b.answers_from("B", "processor", &v3);
+    eprintln!(
+        "B answered from v3 {:?} after the registry restarted",
+        restarted.elapsed()
+    );
+    let history = b.json("/v1/agents/processor/history");
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["deployment"] == v3.as_str() && entry["action"] == "promoted"),
+        "{history:#}"
+    );
+}

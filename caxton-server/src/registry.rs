@@ -353,7 +353,13 @@ mod tests {
         let agent = caxton_core::AgentId::new("processor").unwrap();
         let module = ModuleSource::Bytes(caxton_wasm::fixtures::tagged_echo("v1:").into());
         let v1 = {
-            let host = open_postgres_host(url, state.path(), ConfigSource::new()).unwrap();
+            let host = open_postgres_host(
+                url,
+                state.path(),
+                ConfigSource::new(),
+                caxton_host::DEFAULT_LEASE_TTL,
+            )
+            .unwrap();
             let v1 = futures::executor::block_on(async {
                 let deployed = host
                     .deploy(
@@ -371,7 +377,13 @@ mod tests {
         };
         // The restart: a new host on the same database and a fresh cache directory.
         let state = tempfile::tempdir().unwrap();
-        let host = open_postgres_host(url, state.path(), ConfigSource::new()).unwrap();
+        let host = open_postgres_host(
+            url,
+            state.path(),
+            ConfigSource::new(),
+            caxton_host::DEFAULT_LEASE_TTL,
+        )
+        .unwrap();
         let recovery = futures::executor::block_on(host.recover()).unwrap();
         assert_eq!(recovery.agents, 1, "{recovery:?}");
         let delivery = host.send(&agent, None, b"x").unwrap();

@@ -153,6 +153,15 @@ impl Serve {
         }
     }
 
+    /// `caxton deploy agent` of a sample as `processor`: the new deployment's id.
+    fn deploy(&self, module: &str, label: &str, extra: &[&str], what: &str) -> String {
+        let module = sample(module);
+        let mut args = vec!["deploy", "agent", module.to_str().unwrap()];
+        args.extend(["--name", "processor", "--label", label]);
+        args.extend(extra);
+        deployed_id(&self.caxton(&args), what)
+    }
+
     /// `GET path` as JSON.
     fn json(&self, path: &str) -> serde_json::Value {
         let http: ureq::Agent = ureq::Agent::config_builder()
@@ -217,35 +226,19 @@ fn three_servers_on_one_postgres_registry_answer_what_one_of_them_deployed() {
     let servers: Vec<Serve> = (0..3).map(|_| Serve::start(&db.url)).collect();
     let (a, b, c) = (&servers[0], &servers[1], &servers[2]);
 
-    let v1 = deployed_id(
-        &a.caxton(&[
-            "deploy",
-            "agent",
-            sample("processor_v1.wasm").to_str().unwrap(),
-            "--name",
-            "processor",
-            "--label",
-            "v1",
-            "--wait",
-        ]),
+    let v1 = a.deploy(
+        "processor_v1.wasm",
+        "v1",
+        &["--wait"],
         "deploy v1 through A",
     );
     b.answers_from("B", "processor", &v1);
     c.answers_from("C", "processor", &v1);
 
-    let v3 = deployed_id(
-        &a.caxton(&[
-            "deploy",
-            "agent",
-            sample("processor_v3.wasm").to_str().unwrap(),
-            "--name",
-            "processor",
-            "--label",
-            "v3",
-            "--strategy",
-            "direct",
-            "--wait",
-        ]),
+    let v3 = a.deploy(
+        "processor_v3.wasm",
+        "v3",
+        &["--strategy", "direct", "--wait"],
         "deploy v3 direct through A",
     );
     a.answers_from("A", "processor", &v3);
@@ -263,17 +256,10 @@ fn a_canary_whose_host_is_killed_is_taken_over_by_another_host_at_the_same_step(
         return;
     };
     let mut servers: Vec<Serve> = (0..3).map(|_| Serve::start(&db.url)).collect();
-    let v1 = deployed_id(
-        &servers[0].caxton(&[
-            "deploy",
-            "agent",
-            sample("processor_v1.wasm").to_str().unwrap(),
-            "--name",
-            "processor",
-            "--label",
-            "v1",
-            "--wait",
-        ]),
+    let v1 = servers[0].deploy(
+        "processor_v1.wasm",
+        "v1",
+        &["--wait"],
         "deploy v1 through A",
     );
     let specs = tempfile::tempdir().unwrap();
@@ -283,18 +269,12 @@ fn a_canary_whose_host_is_killed_is_taken_over_by_another_host_at_the_same_step(
         "deployment:\n  strategy: canary\n  judge: off\n  stages:\n    - canary: { weight: 10%, hold: 1h }\n    - canary: { weight: 50%, hold: 1h }\n    - full: 100%\n",
     )
     .unwrap();
-    let output = servers[0].caxton(&[
-        "deploy",
-        "agent",
-        sample("processor_v3.wasm").to_str().unwrap(),
-        "--name",
-        "processor",
-        "--label",
+    let v3 = servers[0].deploy(
+        "processor_v3.wasm",
         "v3",
-        "--spec",
-        spec.to_str().unwrap(),
-    ]);
-    let v3 = deployed_id(&output, "start the canary through A");
+        &["--spec", spec.to_str().unwrap()],
+        "start the canary through A",
+    );
     let at_step = |serve: &Serve, step: u64, weight: f64| {
         let status = serve.json("/v1/agents/processor");
         (status["rollout"]["step"] == step
@@ -484,17 +464,10 @@ fn hosts_reconnect_and_catch_up_when_the_registry_server_restarts_under_them() {
     }
     let server = OwnServer::start();
     let (a, b) = (Serve::start(&server.url), Serve::start(&server.url));
-    let v1 = deployed_id(
-        &a.caxton(&[
-            "deploy",
-            "agent",
-            sample("processor_v1.wasm").to_str().unwrap(),
-            "--name",
-            "processor",
-            "--label",
-            "v1",
-            "--wait",
-        ]),
+    let v1 = a.deploy(
+        "processor_v1.wasm",
+        "v1",
+        &["--wait"],
         "deploy v1 through A",
     );
     b.answers_from("B", "processor", &v1);
@@ -507,19 +480,10 @@ fn hosts_reconnect_and_catch_up_when_the_registry_server_restarts_under_them() {
     b.answers_from("B", "processor", &v1);
     // A change made through A after the restart reaches B: A's pool reconnects, B's
     // change feed listens again and re-reads what it may have missed.
-    let v3 = deployed_id(
-        &a.caxton(&[
-            "deploy",
-            "agent",
-            sample("processor_v3.wasm").to_str().unwrap(),
-            "--name",
-            "processor",
-            "--label",
-            "v3",
-            "--strategy",
-            "direct",
-            "--wait",
-        ]),
+    let v3 = a.deploy(
+        "processor_v3.wasm",
+        "v3",
+        &["--strategy", "direct", "--wait"],
         "deploy v3 through A after the restart",
     );
     b.answers_from("B", "processor", &v3);

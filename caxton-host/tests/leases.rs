@@ -127,6 +127,33 @@ fn last_hold(fleet: &Fleet, agent: &AgentId, candidate: &DeploymentId) -> (u32, 
         .expect("a stage entry")
 }
 
+/// Deploys v1 of `agent` through `host`, then starts a canary of v2 and waits until it
+/// sends v2 10 %.
+fn start_canary(host: &Host, agent: &AgentId) -> caxton_host::Deployed {
+    deploy_and_wait(
+        host,
+        DeployRequest::builder(agent.clone(), echo("v1:"))
+            .label("v1")
+            .build(),
+    );
+    let v2 = block_on(
+        host.deploy(
+            DeployRequest::builder(agent.clone(), echo("v2:"))
+                .label("v2")
+                .rollout(canary())
+                .build(),
+        ),
+    )
+    .unwrap();
+    wait_until("the canary is at 10%", || {
+        block_on(host.status(agent))
+            .unwrap()
+            .rollout
+            .is_some_and(|r| r.step == 1 && r.weight_set == 10.0)
+    });
+    v2
+}
+
 fn canary() -> caxton_strategies::RolloutSpec {
     spec(
         r#"{"deployment": {"strategy": "canary", "judge": "off", "stages": [
@@ -146,31 +173,8 @@ fn a_rollout_is_taken_over_at_its_stage_when_its_host_loses_the_lease_and_is_han
     let a = fleet.host("host-a", partitioned.clone());
     let b = fleet.host("host-b", Arc::new(fleet.leases.clone()));
     let processor = agent("processor");
-    deploy_and_wait(
-        &a,
-        DeployRequest::builder(processor.clone(), echo("v1:"))
-            .label("v1")
-            .build(),
-    );
-    block_on(b.sync_agent(&processor)).unwrap();
-
-    // Host a drives a canary of v2, at step 2 of 3.
-    let v2 = block_on(
-        a.deploy(
-            DeployRequest::builder(processor.clone(), echo("v2:"))
-                .label("v2")
-                .rollout(canary())
-                .build(),
-        ),
-    )
-    .unwrap();
+    let v2 = start_canary(&a, &processor);
     let candidate = v2.deployment.id.clone();
-    wait_until("the canary is at 10%", || {
-        block_on(a.status(&processor))
-            .unwrap()
-            .rollout
-            .is_some_and(|r| r.step == 1 && r.weight_set == 10.0)
-    });
     block_on(a.promote(&processor, &candidate, PromoteMode::Step)).unwrap();
     wait_until("the canary is at 50%", || {
         block_on(a.status(&processor))
@@ -268,27 +272,7 @@ fn a_restarted_host_leaves_a_rollout_another_host_drives_to_it() {
     let leases: Arc<dyn RolloutLeases> = Arc::new(fleet.leases.clone());
     let a = fleet.host("host-a", leases.clone());
     let processor = agent("processor");
-    deploy_and_wait(
-        &a,
-        DeployRequest::builder(processor.clone(), echo("v1:"))
-            .label("v1")
-            .build(),
-    );
-    let v2 = block_on(
-        a.deploy(
-            DeployRequest::builder(processor.clone(), echo("v2:"))
-                .label("v2")
-                .rollout(canary())
-                .build(),
-        ),
-    )
-    .unwrap();
-    wait_until("the canary runs", || {
-        block_on(a.status(&processor))
-            .unwrap()
-            .rollout
-            .is_some_and(|r| r.step == 1)
-    });
+    let v2 = start_canary(&a, &processor);
     // Another host starting over the same registry recovers routes, not the rollout.
     let b = fleet.host("host-b", leases);
     let recovery = block_on(b.recover()).unwrap();
@@ -321,28 +305,8 @@ fn a_follower_mirrors_the_canary_another_host_drives_and_drops_it_when_it_rolls_
     let a = fleet.host("host-a", leases.clone());
     let b = fleet.host("host-b", leases);
     let processor = agent("processor");
-    deploy_and_wait(
-        &a,
-        DeployRequest::builder(processor.clone(), echo("v1:"))
-            .label("v1")
-            .build(),
-    );
-    let v2 = block_on(
-        a.deploy(
-            DeployRequest::builder(processor.clone(), echo("v2:"))
-                .label("v2")
-                .rollout(canary())
-                .build(),
-        ),
-    )
-    .unwrap();
+    let v2 = start_canary(&a, &processor);
     let candidate = v2.deployment.id.clone();
-    wait_until("the canary is at 10%", || {
-        block_on(a.status(&processor))
-            .unwrap()
-            .rollout
-            .is_some_and(|r| r.weight_set == 10.0)
-    });
     let synced = block_on(b.sync_agent(&processor)).unwrap();
     assert_eq!(
         synced.canary,

@@ -358,7 +358,8 @@ pub trait Strategy: Send + fmt::Debug {
 
 /// Adds one window of observations to an accumulated one: counts and costs add up,
 /// samples are appended and the span widens. Distinct sessions are summed, so a session
-/// seen in two windows counts twice.
+/// seen in two windows counts twice. Counts saturate at `u64::MAX`: a metrics source is
+/// outside input, and a sum it overflows must not panic.
 pub fn merge_window(into: &mut MetricWindow, window: &MetricWindow) {
     if into.requests == 0 && into.latency_ms.is_empty() && into.custom.is_empty() {
         into.start = window.start;
@@ -366,9 +367,9 @@ pub fn merge_window(into: &mut MetricWindow, window: &MetricWindow) {
         into.start = into.start.min(window.start);
     }
     into.end = into.end.max(window.end);
-    into.requests += window.requests;
-    into.errors += window.errors;
-    into.sessions += window.sessions;
+    into.requests = into.requests.saturating_add(window.requests);
+    into.errors = into.errors.saturating_add(window.errors);
+    into.sessions = into.sessions.saturating_add(window.sessions);
     into.latency_ms.extend_from_slice(&window.latency_ms);
     into.cost += window.cost;
     for (name, samples) in &window.custom {
@@ -406,6 +407,25 @@ mod tests {
             (acc.start, acc.end),
             (Timestamp::from_millis(100), Timestamp::from_millis(300))
         );
+    }
+
+    // Found by the `sim_metrics` fuzz target (`rps=1e18`): the third window's requests
+    // overflowed the step's sum.
+    #[test]
+    fn merged_counts_saturate_instead_of_overflowing() {
+        let mut acc = MetricWindow::empty(Timestamp::from_millis(0), Timestamp::from_millis(0));
+        let mut huge = MetricWindow::empty(Timestamp::from_millis(0), Timestamp::from_millis(10));
+        huge.requests = u64::MAX / 2 + 1;
+        huge.errors = u64::MAX / 2 + 1;
+        huge.sessions = u64::MAX / 2 + 1;
+        for _ in 0..3 {
+            merge_window(&mut acc, &huge);
+        }
+        assert_eq!(
+            (acc.requests, acc.errors, acc.sessions),
+            (u64::MAX, u64::MAX, u64::MAX)
+        );
+        assert_eq!(acc.error_rate(), Some(1.0));
     }
 
     #[test]

@@ -6,13 +6,13 @@
 //! exercise the parser alone, fast).
 
 use caxton_strategies::RolloutSpec;
-use caxton_strategies::sim::{Simulation, SyntheticProfile};
+use caxton_strategies::sim::{MAX_RPS, Simulation, SyntheticProfile};
 
 // No latency gate: a quantile gate's evidence makes each simulated run ~100 times slower,
 // and the profiles' latencies are still sampled for every window.
-const SPEC: &str = "deployment: {strategy: canary, stages: [{canary: {weight: 20%, hold: 30s}}, \
+const SPEC: &str = "deployment: {strategy: canary, stages: [{canary: {weight: 20%, hold: 10s}}, \
     {full: 100%}], rollback_on: [error_rate > 1%, tokens > 1000, cost_per_request > 0.5], \
-    check_interval: 10s, min_requests: 10, max_extension: 30s, drain_timeout: 1s, judge: off}";
+    check_interval: 5s, min_requests: 10, max_extension: 10s, drain_timeout: 1s, judge: off}";
 
 fn profile(text: &str) -> Option<SyntheticProfile> {
     match text.parse::<SyntheticProfile>() {
@@ -22,6 +22,7 @@ fn profile(text: &str) -> Option<SyntheticProfile> {
             assert!(p.p50_ms.is_finite() && p.p50_ms > 0.0, "{text:?}: {p:?}");
             assert!(p.latency_sigma.is_finite(), "{text:?}: {p:?}");
             assert!(p.messages_per_session >= 1.0, "{text:?}: {p:?}");
+            assert!(p.rps.is_none_or(|rps| rps <= MAX_RPS), "{text:?}: {p:?}");
             for value in [p.cost_per_request, p.cost_per_session]
                 .into_iter()
                 .chain(p.rps)

@@ -62,6 +62,11 @@ impl Default for SyntheticProfile {
     }
 }
 
+/// The highest `rps` a profile takes. Far above any agent, and it keeps a simulated step's
+/// request counts where the exact bounds of the gates stay cheap: at `rps=1e18` each check
+/// ran their continued fraction to its iteration cap, and one run took seconds.
+pub const MAX_RPS: f64 = 1e6;
+
 /// The z-score of the 99th percentile of a standard normal.
 const Z99: f64 = 2.326_347_874_040_841;
 
@@ -164,7 +169,16 @@ impl FromStr for SyntheticProfile {
                 "error_rate" => profile.error_rate = ratio()?,
                 "p50" | "p50_latency" => p50 = Some(time()?),
                 "p99" | "p99_latency" => p99 = Some(time()?),
-                "rps" => profile.rps = Some(plain()?),
+                "rps" => {
+                    let rps = plain()?;
+                    if rps > MAX_RPS {
+                        return Err(error(
+                            value_at,
+                            format!("`rps` must be at most {MAX_RPS:e} requests a second"),
+                        ));
+                    }
+                    profile.rps = Some(rps);
+                }
                 "cost_per_request" => profile.cost_per_request = plain()?,
                 "cost_per_session" => profile.cost_per_session = plain()?,
                 "messages_per_session" => profile.messages_per_session = plain()?.max(1.0),
@@ -380,5 +394,10 @@ mod tests {
         assert!(err.message.contains("name=value"));
         assert!("error_rate=150%".parse::<SyntheticProfile>().is_err());
         assert!("p50=50ms,p99=10ms".parse::<SyntheticProfile>().is_err());
+        // Found by the `sim_metrics` fuzz target: `rps=1e18` made every gate check slow.
+        assert!("rps=1e6".parse::<SyntheticProfile>().is_ok());
+        let err = "p99=40ms,rps=1e18".parse::<SyntheticProfile>().unwrap_err();
+        assert_eq!(err.position, 13, "{err}");
+        assert!(err.message.contains("at most 1e6"), "{err}");
     }
 }

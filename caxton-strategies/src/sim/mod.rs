@@ -21,7 +21,7 @@ mod sessions;
 mod traffic;
 
 pub use batch::{BatchError, BatchSummary, MAX_RUNS, OutcomeShare, wilson_interval};
-pub use metrics::{ProfileError, SyntheticMetrics, SyntheticProfile};
+pub use metrics::{MAX_RPS, ProfileError, SyntheticMetrics, SyntheticProfile};
 pub use run::{MAX_SIMULATED_CHECKS, SimChecks, Simulation, SimulationError, SimulationRun};
 pub use sessions::{MoveCause, SessionMode, SessionModel, SessionMove};
 pub use traffic::{SimTraffic, TrafficAction};

@@ -43,6 +43,9 @@ use crate::status::{
 
 /// How long a soft-deleted deployment is kept before it may be purged.
 pub const DEFAULT_DELETE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3_600);
+/// How long an operation waits for a finished rollout's cleanup before it is refused with
+/// `rollout_in_progress`.
+const FINISHING_WAIT: Duration = Duration::from_secs(2);
 /// How long a rollout's lease lasts without a renewal, by default.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// The shortest lease time-to-live a host takes: renewals come every third of it.
@@ -732,9 +735,10 @@ impl Inner {
         result
     }
 
-    /// Waits for a rollout of `agent` that has finished (promoted or rolled back) to free
-    /// its slot: its events say it is over a moment before its cleanup ends, and an
-    /// operator who saw them may act at once.
+    /// Waits a little for a rollout of `agent` that has finished (promoted or rolled back)
+    /// to free its slot: its events say it is over a moment before its cleanup ends, and
+    /// an operator who saw them may act at once. A cleanup that drains sessions may take
+    /// long: after [`FINISHING_WAIT`] the caller is refused as usual.
     pub(crate) async fn finishing_rollout_done(&self, agent: &AgentId) {
         let finishing = self
             .rollouts
@@ -742,7 +746,7 @@ impl Inner {
             .filter(|slot| slot.progress().phase == crate::rollout::RolloutPhase::Finishing)
             .map(|slot| slot.done.clone());
         if let Some(done) = finishing {
-            let _ = done.await;
+            let _ = select(done, futures_timer::Delay::new(FINISHING_WAIT)).await;
         }
     }
 

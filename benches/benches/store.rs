@@ -8,13 +8,18 @@
 //!   server `CAXTON_TEST_POSTGRES_URL` names (`.ci/postgres` starts one; skipped with a note
 //!   when it is unset): a transaction that locks the agent's row, demotes, promotes, audits
 //!   and notifies the change feed, committed with the server's `fsync`, over loopback.
+//! - `store/lease_renew_postgres`, `store/lease_acquire_postgres`: one renewal (committed
+//!   without waiting for the disk) and one acquisition (durable) of a rollout's lease on the
+//!   same database.
 //! - `store/list_10k`: the first page (50, soft-deleted hidden) of an agent with 10,000
 //!   deployments in a `SqliteStore`, beside 1,000 of another agent.
 //!
 //! Run with `RUST_BACKTRACE` unset.
 
 use std::hint::black_box;
+use std::time::Duration;
 
+use caxton_core::lease::{LeaseHolder, RolloutLeases};
 use caxton_core::store::conformance;
 use caxton_core::{AgentId, DeploymentId, DeploymentStore, ListQuery, MemoryStore, NewDeployment};
 use caxton_sqlite::{Durability, SqliteStore};
@@ -70,6 +75,24 @@ fn promote(c: &mut Criterion) {
                     let promotion = block_on(postgres.promote(&agent, &ids[next], "bench"));
                     next ^= 1;
                     black_box(promotion.expect("promote"));
+                })
+            });
+            // What a host's lease thread does for each rollout every third of the lease's
+            // time-to-live, and what a host adopting rollouts reads.
+            let candidate = &ids[1];
+            let holder = LeaseHolder::new("bench-host").expect("holder");
+            let ttl = Duration::from_secs(10);
+            block_on(postgres.acquire(&agent, candidate, &holder, ttl)).expect("acquire");
+            group.bench_function("lease_renew_postgres", |b| {
+                b.iter(|| {
+                    let renewed = block_on(postgres.renew(&agent, candidate, &holder, ttl));
+                    black_box(renewed.expect("renew").expect("held"));
+                })
+            });
+            group.bench_function("lease_acquire_postgres", |b| {
+                b.iter(|| {
+                    let taken = block_on(postgres.acquire(&agent, candidate, &holder, ttl));
+                    black_box(taken.expect("acquire"));
                 })
             });
             drop(postgres);

@@ -333,10 +333,15 @@ fn a_canary_whose_host_is_killed_is_taken_over_by_another_host_at_the_same_step(
                     .as_array()?
                     .iter()
                     .any(|d| d["id"] == v3.as_str() && d["weight"].as_f64() == Some(50.0));
-                (mirrored && status["rollout"].is_null()).then_some(status)
+                (mirrored && status["rollout"].is_null() && status["driven_by"].is_string())
+                    .then_some(status)
             }),
         );
     }
+
+    let shown = servers[1].caxton(&["status", "processor"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("driven by host"), "{shown}");
 
     // SIGKILL of A: B or C takes the rollout over from the journal, at step 2 of 3.
     let mut a = servers.remove(0);

@@ -1905,11 +1905,21 @@ impl Host {
                 judge: progress.judge,
             }
         });
+        let driven_by = match &rollout {
+            Some(_) => None,
+            None => inner
+                .leases
+                .lease(agent)
+                .await?
+                .filter(|lease| !lease.is_expired() && lease.holder != inner.holder)
+                .map(|lease| lease.holder),
+        };
         Ok(AgentStatus {
             agent: agent.clone(),
             sessions: inner.session_mode(agent),
             production: production.map(|p| p.id),
             rollout,
+            driven_by,
             deployments: rows,
         })
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use caxton_core::{AgentId, Deployment, DeploymentId, LifecycleState};
+use caxton_core::{AgentId, Deployment, DeploymentId, LeaseHolder, LifecycleState};
 use serde::Serialize;
 
 use crate::request::SessionMode;
@@ -78,8 +78,12 @@ pub struct AgentStatus {
     pub sessions: SessionMode,
     /// Its production deployment.
     pub production: Option<DeploymentId>,
-    /// The running rollout; `None` when none runs.
+    /// The running rollout; `None` when none runs on this host.
     pub rollout: Option<RolloutStatus>,
+    /// The host that drives the agent's rollout, when another host on the registry does
+    /// (it holds the rollout's lease): ask that host for the rollout's progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driven_by: Option<LeaseHolder>,
     /// Its deployments that are not out of service, newest first.
     pub deployments: Vec<DeploymentStatus>,
 }

@@ -185,7 +185,11 @@ fn a_rollout_is_taken_over_at_its_stage_when_its_host_loses_the_lease_and_is_han
     let (step, hold) = last_hold(&fleet, &processor, &candidate);
     assert_eq!(step, 2);
 
-    // While a holds the lease, b neither adopts the rollout nor changes the agent.
+    // While a holds the lease, b says so, neither adopts the rollout nor changes the agent.
+    let shown = block_on(b.status(&processor)).unwrap();
+    assert_eq!(shown.driven_by.as_ref().map(|h| h.as_str()), Some("host-a"));
+    assert!(shown.rollout.is_none());
+    assert_eq!(block_on(a.status(&processor)).unwrap().driven_by, None);
     std::thread::sleep(TTL * 2);
     assert!(block_on(b.adopt_rollouts()).unwrap().resumed.is_empty());
     for refused in [

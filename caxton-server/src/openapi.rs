@@ -371,6 +371,7 @@ fn schemas() -> Value {
             "agent": {"type": "string"},
             "sessions": {"type": "string", "enum": ["stateless", "sessions"]},
             "production": {"type": ["string", "null"]},
+            "driven_by": {"type": "string", "description": "The host that drives the agent's rollout, when another host on the registry does: ask that host for the rollout's progress. Absent otherwise."},
             "rollout": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["deployment", "strategy", "phase", "step", "steps", "weight_set", "weight_actual", "judge"], "properties": {
                 "deployment": {"type": "string"}, "strategy": {"type": "string"},
                 "phase": {"type": "string", "enum": ["progressing", "paused", "finishing"]},

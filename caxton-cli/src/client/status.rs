@@ -41,6 +41,9 @@ pub(crate) struct AgentStatus {
     /// The running rollout.
     #[serde(default)]
     pub(crate) rollout: Option<RolloutStatus>,
+    /// The host that drives the rollout, when another one does.
+    #[serde(default)]
+    pub(crate) driven_by: Option<String>,
     /// The deployments in service.
     #[serde(default)]
     pub(crate) deployments: Vec<DeploymentRow>,
@@ -145,7 +148,13 @@ pub(crate) fn render(status: &AgentStatus) -> Vec<String> {
         status.production.as_deref().unwrap_or("none"),
     ));
     match &status.rollout {
-        None => lines.push(field("Rollout:", "none running")),
+        None => match &status.driven_by {
+            Some(host) => lines.push(field(
+                "Rollout:",
+                &format!("driven by host {host} (ask that host for its progress)"),
+            )),
+            None => lines.push(field("Rollout:", "none running")),
+        },
         Some(rollout) => {
             lines.push(field(
                 "Rollout:",

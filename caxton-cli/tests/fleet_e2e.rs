@@ -295,15 +295,16 @@ fn a_canary_whose_host_is_killed_is_taken_over_by_another_host_at_the_same_step(
         "A drives the canary at 10 %",
         Box::new(|| at_step(&servers[0], 1, 10.0)),
     );
-    // Only A drives it: B refuses to command it and names A's lease.
-    let refused = servers[1].caxton(&["promote", &v3]);
+    // Only A drives it. B refuses to roll the agent back meanwhile, naming A, and relays
+    // an operator's promote to A.
+    let refused = servers[1].caxton(&["rollback", &v1]);
     assert_ne!(refused.status.code(), Some(0));
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("is driven by host"), "{said}");
     assert_eq!(
-        servers[0].caxton(&["promote", &v3]).status.code(),
+        servers[1].caxton(&["promote", &v3]).status.code(),
         Some(0),
-        "promote one step through A"
+        "promote one step through B, relayed to A"
     );
     let before = wait_for(
         "A drives the canary at 50 %",

@@ -261,6 +261,25 @@ pub trait RolloutLeases: Send + Sync {
 
     /// The agent's lease, expired or not, if it has one.
     async fn lease(&self, agent: &AgentId) -> Result<Option<Lease>, LeaseError>;
+
+    /// Leaves `command` (an operator's command, as JSON) for whichever host drives
+    /// `agent`'s rollout of `deployment`: a host that does not drive it relays commands
+    /// this way. Kept until taken.
+    async fn relay(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        command: &str,
+    ) -> Result<(), LeaseError>;
+
+    /// Takes the commands relayed for `agent`'s rollout of `deployment`, oldest first,
+    /// when `holder` holds its lease (none otherwise: they wait for the holder).
+    async fn take_relayed(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        holder: &LeaseHolder,
+    ) -> Result<Vec<String>, LeaseError>;
 }
 
 /// [`RolloutLeases`] in memory, on a [`Clock`]: for one process, and for tests of hosts
@@ -269,6 +288,7 @@ pub trait RolloutLeases: Send + Sync {
 pub struct MemoryLeases {
     clock: Arc<dyn Clock>,
     leases: Arc<Mutex<BTreeMap<AgentId, Held>>>,
+    relayed: Arc<Mutex<Vec<(AgentId, DeploymentId, String)>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +315,7 @@ impl MemoryLeases {
         MemoryLeases {
             clock,
             leases: Arc::default(),
+            relayed: Arc::default(),
         }
     }
 
@@ -375,6 +396,42 @@ impl RolloutLeases for MemoryLeases {
     async fn lease(&self, agent: &AgentId) -> Result<Option<Lease>, LeaseError> {
         let leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(leases.get(agent).map(|held| self.lease_of(agent, held)))
+    }
+
+    async fn relay(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        command: &str,
+    ) -> Result<(), LeaseError> {
+        self.relayed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((agent.clone(), deployment.clone(), command.to_owned()));
+        Ok(())
+    }
+
+    async fn take_relayed(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        holder: &LeaseHolder,
+    ) -> Result<Vec<String>, LeaseError> {
+        let holds = self
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(agent)
+            .is_some_and(|held| &held.holder == holder && &held.deployment == deployment);
+        if !holds {
+            return Ok(Vec::new());
+        }
+        let mut relayed = self.relayed.lock().unwrap_or_else(PoisonError::into_inner);
+        let (taken, kept) = relayed
+            .drain(..)
+            .partition(|(a, d, _)| a == agent && d == deployment);
+        *relayed = kept;
+        Ok(taken.into_iter().map(|(_, _, command)| command).collect())
     }
 }
 
@@ -488,6 +545,17 @@ pub mod conformance {
             Acquired::HeldBy(_)
         ));
 
+        // Commands relayed for a rollout go to its holder only, oldest first, once.
+        leases.relay(&agent, &v2, r#"{"command":"pause"}"#).await.unwrap();
+        leases.relay(&agent, &v2, r#"{"command":"resume"}"#).await.unwrap();
+        leases.relay(&other, &b2, r#"{"command":"pause"}"#).await.unwrap();
+        assert!(leases.take_relayed(&agent, &v2, &host_a).await.unwrap().is_empty());
+        assert_eq!(
+            leases.take_relayed(&agent, &v2, &host_b).await.unwrap(),
+            [r#"{"command":"pause"}"#, r#"{"command":"resume"}"#]
+        );
+        assert!(leases.take_relayed(&agent, &v2, &host_b).await.unwrap().is_empty());
+
         // Released, it is free: anyone takes it, for another rollout too.
         leases.release(&agent, &v2, &host_b).await.unwrap();
         assert!(leases.lease(&agent).await.unwrap().is_none());
@@ -496,6 +564,10 @@ pub mod conformance {
         };
         assert_eq!(next.deployment, v3);
         leases.release(&agent, &v3, &host_a).await.unwrap();
+        assert_eq!(
+            leases.take_relayed(&other, &b2, &host_b).await.unwrap(),
+            [r#"{"command":"pause"}"#]
+        );
         leases.release(&other, &b2, &host_b).await.unwrap();
     }
 }

@@ -99,8 +99,9 @@ pub enum HostError {
     /// changes its production meanwhile.
     #[error(
         "the rollout of deployment `{deployment}` of agent `{agent}` is driven by host \
-         `{holder}`: send rollout commands to that host, or wait for the rollout to end \
-         (should that host stop, another takes the rollout over)"
+         `{holder}`: promote, pause, resume and abort it (any host relays them), or wait \
+         for it to end before deploying or rolling back (should that host stop, another \
+         takes the rollout over)"
     )]
     RolloutElsewhere {
         /// The agent.

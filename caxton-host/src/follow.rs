@@ -9,6 +9,8 @@
 //! moves, shadow copies) is not mirrored: followers route to production until that
 //! rollout promotes or rolls back.
 
+use std::sync::Arc;
+
 use caxton_core::{AgentId, Deployment, DeploymentId, JournalRecord, LifecycleState, Weight};
 
 use crate::error::HostError;
@@ -48,7 +50,9 @@ impl Host {
     /// registry does not record them): this host routes to production until that rollout
     /// promotes or rolls back.
     pub async fn sync_agent(&self, agent: &AgentId) -> Result<SyncOutcome, HostError> {
-        if self.running_rollout(agent).is_some() {
+        if let Some(slot) = self.inner.rollouts.get(agent).map(|slot| Arc::clone(&slot)) {
+            // Commands other hosts relayed to this rollout arrive with the change feed.
+            self.inner.deliver_relayed(agent, &slot).await;
             return Ok(SyncOutcome {
                 skipped: true,
                 ..SyncOutcome::default()

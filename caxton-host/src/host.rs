@@ -1370,6 +1370,9 @@ impl Host {
         // Not found first: another agent's deployment must not be told apart from none.
         self.inner.store.get(agent, deployment).await?;
         let Some(slot) = self.rollout_of(agent, deployment) else {
+            if self.inner.driven_elsewhere(agent, deployment).await? {
+                return self.inner.relay(agent, deployment, &command).await;
+            }
             self.inner.no_rollout_elsewhere(agent).await?;
             return Err(HostError::NoRollout {
                 agent: agent.clone(),
@@ -1395,7 +1398,9 @@ impl Host {
     ) -> Result<Deployment, HostError> {
         let inner = &self.inner;
         let record = inner.store.get(agent, deployment).await?;
-        if self.rollout_of(agent, deployment).is_some() {
+        if self.rollout_of(agent, deployment).is_some()
+            || inner.driven_elsewhere(agent, deployment).await?
+        {
             let command = match mode {
                 PromoteMode::Step => Command::PromoteStep,
                 PromoteMode::Full => Command::PromoteFully,

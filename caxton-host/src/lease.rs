@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use caxton_core::lease::Acquired;
-use caxton_core::{AgentId, DeploymentId};
+use caxton_core::lease::{Acquired, LeaseError};
+use caxton_core::{AgentId, BackendError, DeploymentId};
+use caxton_strategies::Command;
 
 use crate::error::HostError;
 use crate::host::Inner;
@@ -58,6 +59,59 @@ impl Inner {
         }
     }
 
+    /// Whether another host drives `agent`'s rollout of `deployment` (holds its live lease).
+    pub(crate) async fn driven_elsewhere(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+    ) -> Result<bool, HostError> {
+        Ok(self.leases.lease(agent).await?.is_some_and(|lease| {
+            !lease.is_expired() && lease.holder != self.holder && &lease.deployment == deployment
+        }))
+    }
+
+    /// Leaves `command` for the host that drives `agent`'s rollout of `deployment`.
+    pub(crate) async fn relay(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        command: &Command,
+    ) -> Result<(), HostError> {
+        let json = serde_json::to_string(command).map_err(|error| {
+            LeaseError::Backend(BackendError::new("encoding a relayed command", error))
+        })?;
+        self.leases.relay(agent, deployment, &json).await?;
+        tracing::info!(agent_id = %agent, deployment_id = %deployment, %command,
+            "relayed a command to the host that drives the rollout");
+        Ok(())
+    }
+
+    /// Hands the commands other hosts relayed for the rollout in `slot` to its driver.
+    pub(crate) async fn deliver_relayed(&self, agent: &AgentId, slot: &RolloutSlot) {
+        let relayed = match self
+            .leases
+            .take_relayed(agent, &slot.deployment, &self.holder)
+            .await
+        {
+            Ok(relayed) => relayed,
+            Err(error) => {
+                tracing::warn!(%error, agent_id = %agent, "cannot read relayed commands; retrying");
+                return;
+            }
+        };
+        for json in relayed {
+            match serde_json::from_str::<Command>(&json) {
+                Ok(command) => {
+                    tracing::info!(agent_id = %agent, deployment_id = %slot.deployment,
+                        %command, "a command relayed by another host");
+                    let _ = slot.commands.send(command);
+                }
+                Err(error) => tracing::warn!(%error, agent_id = %agent, command = %json,
+                    "ignored a relayed command this host cannot read"),
+            }
+        }
+    }
+
     /// Renews the lease of every rollout this host drives; hands off those whose lease
     /// another host has taken.
     fn renew_leases(&self) {
@@ -81,7 +135,8 @@ impl Inner {
                     "renewing a rollout's lease took more than a third of its time-to-live");
             }
             match renewed {
-                Ok(Some(_)) => {}
+                // Commands relayed while the change feed was away are picked up here.
+                Ok(Some(_)) => futures::executor::block_on(self.deliver_relayed(&agent, &slot)),
                 // The rollout ended and released its lease meanwhile.
                 Ok(None) if !slot.leased.load(Ordering::Acquire) => {}
                 Ok(None) => {

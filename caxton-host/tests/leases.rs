@@ -74,6 +74,26 @@ impl RolloutLeases for Partitioned {
         self.check()?;
         self.leases.lease(agent).await
     }
+
+    async fn relay(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        command: &str,
+    ) -> Result<(), LeaseError> {
+        self.check()?;
+        self.leases.relay(agent, deployment, command).await
+    }
+
+    async fn take_relayed(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        holder: &LeaseHolder,
+    ) -> Result<Vec<String>, LeaseError> {
+        self.check()?;
+        self.leases.take_relayed(agent, deployment, holder).await
+    }
 }
 
 struct Fleet {
@@ -175,7 +195,10 @@ fn a_rollout_is_taken_over_at_its_stage_when_its_host_loses_the_lease_and_is_han
     let processor = agent("processor");
     let v2 = start_canary(&a, &processor);
     let candidate = v2.deployment.id.clone();
-    block_on(a.promote(&processor, &candidate, PromoteMode::Step)).unwrap();
+    let v1 = block_on(a.status(&processor)).unwrap().production.unwrap();
+    // A command sent through b is relayed to a, which drives the rollout.
+    block_on(b.promote(&processor, &candidate, PromoteMode::Step)).unwrap();
+    block_on(a.sync_agent(&processor)).unwrap();
     wait_until("the canary is at 50%", || {
         block_on(a.status(&processor))
             .unwrap()
@@ -193,8 +216,7 @@ fn a_rollout_is_taken_over_at_its_stage_when_its_host_loses_the_lease_and_is_han
     std::thread::sleep(TTL * 2);
     assert!(block_on(b.adopt_rollouts()).unwrap().resumed.is_empty());
     for refused in [
-        block_on(b.promote(&processor, &candidate, PromoteMode::Full)).map(|_| ()),
-        block_on(b.pause(&processor, &candidate)),
+        block_on(b.rollback(&processor, &v1, None)).map(|_| ()),
         block_on(
             b.deploy(
                 DeployRequest::builder(processor.clone(), echo("v3:"))

@@ -163,6 +163,76 @@ impl RolloutLeases for PostgresStore {
             .await
     }
 
+    /// Stored in a write transaction of the agent, so the change feed tells the holder.
+    async fn relay(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        command: &str,
+    ) -> Result<(), LeaseError> {
+        let (a, d, c) = (
+            agent.to_string(),
+            deployment.to_string(),
+            command.to_owned(),
+        );
+        self.db
+            .write(
+                agent,
+                || {
+                    format!(
+                        "relaying a command to the rollout of `{deployment}` of agent `{agent}`"
+                    )
+                },
+                move |client, _| {
+                    Box::pin(async move {
+                        client
+                            .execute(
+                                "INSERT INTO rollout_commands (agent_id, deployment_id, command) \
+                                 VALUES ($1, $2, $3)",
+                                &[&a, &d, &c],
+                            )
+                            .await?;
+                        Ok(())
+                    })
+                },
+            )
+            .await
+    }
+
+    async fn take_relayed(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        holder: &LeaseHolder,
+    ) -> Result<Vec<String>, LeaseError> {
+        const TAKE: &str = "DELETE FROM rollout_commands \
+             WHERE agent_id = $1 AND deployment_id = $2 AND EXISTS (SELECT 1 FROM rollout_leases l \
+             WHERE l.agent_id = $1 AND l.deployment_id = $2 AND l.holder = $3) \
+             RETURNING seq, command";
+        let (a, d, h) = (
+            agent.to_string(),
+            deployment.to_string(),
+            holder.to_string(),
+        );
+        self.db
+            .unscoped(
+                || format!("taking the commands relayed to the rollout of agent `{agent}`"),
+                move |client, _| {
+                    Box::pin(async move {
+                        let mut taken: Vec<(i64, String)> = client
+                            .query(TAKE, &[&a, &d, &h])
+                            .await?
+                            .iter()
+                            .map(|row| (row.get(0), row.get(1)))
+                            .collect();
+                        taken.sort_by_key(|(seq, _)| *seq);
+                        Ok(taken.into_iter().map(|(_, command)| command).collect())
+                    })
+                },
+            )
+            .await
+    }
+
     async fn lease(&self, agent: &AgentId) -> Result<Option<Lease>, LeaseError> {
         const LEASE: &str = concat!(
             "SELECT ",

@@ -24,7 +24,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
-        name: "rollout leases",
+        name: "rollout leases and relayed commands",
         sql: V2,
     },
 ];
@@ -174,6 +174,16 @@ CREATE TABLE rollout_leases (
     holder        TEXT        NOT NULL CHECK (holder <> ''),
     expires_at    TIMESTAMPTZ NOT NULL
 );
+
+-- Operator commands that a host which does not drive a rollout leaves for the one that
+-- does; the holder takes them, oldest first.
+CREATE TABLE rollout_commands (
+    seq           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    agent_id      TEXT   NOT NULL CHECK (agent_id <> ''),
+    deployment_id TEXT   NOT NULL CHECK (deployment_id <> ''),
+    command       TEXT   NOT NULL CHECK (command::jsonb IS NOT NULL)
+);
+CREATE INDEX rollout_commands_of_rollout ON rollout_commands (agent_id, deployment_id, seq);
 "#;
 
 #[cfg(test)]

@@ -546,15 +546,36 @@ pub mod conformance {
         ));
 
         // Commands relayed for a rollout go to its holder only, oldest first, once.
-        leases.relay(&agent, &v2, r#"{"command":"pause"}"#).await.unwrap();
-        leases.relay(&agent, &v2, r#"{"command":"resume"}"#).await.unwrap();
-        leases.relay(&other, &b2, r#"{"command":"pause"}"#).await.unwrap();
-        assert!(leases.take_relayed(&agent, &v2, &host_a).await.unwrap().is_empty());
+        leases
+            .relay(&agent, &v2, r#"{"command":"pause"}"#)
+            .await
+            .unwrap();
+        leases
+            .relay(&agent, &v2, r#"{"command":"resume"}"#)
+            .await
+            .unwrap();
+        leases
+            .relay(&other, &b2, r#"{"command":"pause"}"#)
+            .await
+            .unwrap();
+        assert!(
+            leases
+                .take_relayed(&agent, &v2, &host_a)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
             leases.take_relayed(&agent, &v2, &host_b).await.unwrap(),
             [r#"{"command":"pause"}"#, r#"{"command":"resume"}"#]
         );
-        assert!(leases.take_relayed(&agent, &v2, &host_b).await.unwrap().is_empty());
+        assert!(
+            leases
+                .take_relayed(&agent, &v2, &host_b)
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         // Released, it is free: anyone takes it, for another rollout too.
         leases.release(&agent, &v2, &host_b).await.unwrap();

@@ -11,4 +11,5 @@ mod disk_cache;
 #[test]
 fn disk_cache_corpus_replays() {
     replay::replay("disk_cache", disk_cache::check);
+    disk_cache::remove_cache();
 }

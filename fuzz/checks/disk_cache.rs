@@ -26,8 +26,21 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+static HARNESS: OnceLock<Mutex<Harness>> = OnceLock::new();
+
+/// Removes the harness's cache folder: a static is never dropped, so a test that replays
+/// the corpus calls this at its end (a fuzzer run keeps it until the process exits).
+#[allow(dead_code)]
+pub(crate) fn remove_cache() {
+    if let Some(harness) = HARNESS.get() {
+        let harness = harness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = std::fs::remove_dir_all(harness._dir.path());
+    }
+}
+
 fn harness() -> &'static Mutex<Harness> {
-    static HARNESS: OnceLock<Mutex<Harness>> = OnceLock::new();
     HARNESS.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let key = DiskCacheKey::from_bytes([7; DiskCacheKey::LEN]);

@@ -196,7 +196,16 @@ fn a_rollout_is_taken_over_at_its_stage_when_its_host_loses_the_lease_and_is_han
     let v2 = start_canary(&a, &processor);
     let candidate = v2.deployment.id.clone();
     let v1 = block_on(a.status(&processor)).unwrap().production.unwrap();
-    // A command sent through b is relayed to a, which drives the rollout.
+    // Commands sent through b are relayed to a, which drives the rollout: a takes them at
+    // its next lease renewal even when no change notice tells it (no follower runs here).
+    block_on(b.pause(&processor, &candidate)).unwrap();
+    wait_until("a paused the canary at b's word", || {
+        block_on(a.status(&processor))
+            .unwrap()
+            .rollout
+            .is_some_and(|r| r.phase == caxton_host::RolloutPhase::Paused)
+    });
+    block_on(b.resume(&processor, &candidate)).unwrap();
     block_on(b.promote(&processor, &candidate, PromoteMode::Step)).unwrap();
     block_on(a.sync_agent(&processor)).unwrap();
     wait_until("the canary is at 50%", || {

@@ -750,6 +750,25 @@ impl Inner {
         }
     }
 
+    /// Takes the agent's one rollout slot for `slot`; refused with `RolloutInProgress`
+    /// while another rollout of the agent runs.
+    pub(crate) fn reserve_rollout(
+        &self,
+        agent: &AgentId,
+        slot: &Arc<RolloutSlot>,
+    ) -> Result<(), HostError> {
+        match self.rollouts.entry(agent.clone()) {
+            Entry::Occupied(running) => Err(HostError::RolloutInProgress {
+                agent: agent.clone(),
+                deployment: running.get().deployment.clone(),
+            }),
+            Entry::Vacant(vacant) => {
+                vacant.insert(Arc::clone(slot));
+                Ok(())
+            }
+        }
+    }
+
     /// Refused with `RolloutInProgress` while a rollout of `agent` runs.
     pub(crate) fn no_rollout_running(&self, agent: &AgentId) -> Result<(), HostError> {
         match self.rollouts.get(agent) {
@@ -1089,17 +1108,7 @@ impl Host {
             steps_of(&config),
             commands_sender,
         );
-        match inner.rollouts.entry(agent.clone()) {
-            Entry::Occupied(running) => {
-                return Err(HostError::RolloutInProgress {
-                    agent,
-                    deployment: running.get().deployment.clone(),
-                });
-            }
-            Entry::Vacant(vacant) => {
-                vacant.insert(Arc::clone(&slot));
-            }
-        }
+        inner.reserve_rollout(&agent, &slot)?;
         let release = || {
             inner
                 .rollouts
@@ -1369,22 +1378,41 @@ impl Host {
     ) -> Result<(), HostError> {
         // Not found first: another agent's deployment must not be told apart from none.
         self.inner.store.get(agent, deployment).await?;
-        let Some(slot) = self.rollout_of(agent, deployment) else {
-            if self.inner.driven_elsewhere(agent, deployment).await? {
-                return self.inner.relay(agent, deployment, &command).await;
+        match self.deliver(agent, deployment, command).await? {
+            None => Ok(()),
+            Some(_) => Err(HostError::NoRollout {
+                agent: agent.clone(),
+                deployment: deployment.clone(),
+            }),
+        }
+    }
+
+    /// Hands `command` to the rollout of `deployment`: this host's driver, or the host
+    /// that drives it (relayed). Gives the command back when no rollout of the agent runs
+    /// anywhere; refused while another host drives a rollout of another deployment.
+    async fn deliver(
+        &self,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+        command: Command,
+    ) -> Result<Option<Command>, HostError> {
+        if let Some(slot) = self.rollout_of(agent, deployment) {
+            slot.commands
+                .send(command)
+                .map_err(|_| HostError::NoRollout {
+                    agent: agent.clone(),
+                    deployment: deployment.clone(),
+                })?;
+            return Ok(None);
+        }
+        match self.inner.lease_elsewhere(agent).await? {
+            Some(lease) if &lease.deployment == deployment => {
+                self.inner.relay(agent, deployment, &command).await?;
+                Ok(None)
             }
-            self.inner.no_rollout_elsewhere(agent).await?;
-            return Err(HostError::NoRollout {
-                agent: agent.clone(),
-                deployment: deployment.clone(),
-            });
-        };
-        slot.commands
-            .send(command)
-            .map_err(|_| HostError::NoRollout {
-                agent: agent.clone(),
-                deployment: deployment.clone(),
-            })
+            Some(lease) => Err(crate::lease::rollout_elsewhere(agent, lease)),
+            None => Ok(Some(command)),
+        }
     }
 
     /// Promotes: moves a running rollout of `deployment` one step on, or to the end; for
@@ -1398,19 +1426,15 @@ impl Host {
     ) -> Result<Deployment, HostError> {
         let inner = &self.inner;
         let record = inner.store.get(agent, deployment).await?;
-        if self.rollout_of(agent, deployment).is_some()
-            || inner.driven_elsewhere(agent, deployment).await?
-        {
-            let command = match mode {
-                PromoteMode::Step => Command::PromoteStep,
-                PromoteMode::Full => Command::PromoteFully,
-            };
-            self.command(agent, deployment, command).await?;
+        let command = match mode {
+            PromoteMode::Step => Command::PromoteStep,
+            PromoteMode::Full => Command::PromoteFully,
+        };
+        if self.deliver(agent, deployment, command).await?.is_none() {
             return Ok(record);
         }
         inner.finishing_rollout_done(agent).await;
         inner.no_rollout_running(agent)?;
-        inner.no_rollout_elsewhere(agent).await?;
         if record.is_deleted() {
             return Err(HostError::Deleted {
                 deployment: deployment.clone(),
@@ -1913,10 +1937,8 @@ impl Host {
         let driven_by = match &rollout {
             Some(_) => None,
             None => inner
-                .leases
-                .lease(agent)
+                .lease_elsewhere(agent)
                 .await?
-                .filter(|lease| !lease.is_expired() && lease.holder != inner.holder)
                 .map(|lease| lease.holder),
         };
         Ok(AgentStatus {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use caxton_core::lease::{Acquired, LeaseError};
+use caxton_core::lease::{Acquired, Lease, LeaseError};
 use caxton_core::{AgentId, BackendError, DeploymentId};
 use caxton_strategies::Command;
 
@@ -28,11 +28,7 @@ impl Inner {
             .await?
         {
             Acquired::Taken(_) => Ok(()),
-            Acquired::HeldBy(lease) => Err(HostError::RolloutElsewhere {
-                agent: agent.clone(),
-                deployment: lease.deployment,
-                holder: lease.holder,
-            }),
+            Acquired::HeldBy(lease) => Err(rollout_elsewhere(agent, lease)),
         }
     }
 
@@ -44,30 +40,25 @@ impl Inner {
         }
     }
 
+    /// The live lease of a rollout of `agent` that another host holds, if any.
+    pub(crate) async fn lease_elsewhere(
+        &self,
+        agent: &AgentId,
+    ) -> Result<Option<Lease>, HostError> {
+        Ok(self
+            .leases
+            .lease(agent)
+            .await?
+            .filter(|lease| !lease.is_expired() && lease.holder != self.holder))
+    }
+
     /// Refused with [`HostError::RolloutElsewhere`] while another host holds a live lease
     /// of a rollout of `agent`.
     pub(crate) async fn no_rollout_elsewhere(&self, agent: &AgentId) -> Result<(), HostError> {
-        match self.leases.lease(agent).await? {
-            Some(lease) if !lease.is_expired() && lease.holder != self.holder => {
-                Err(HostError::RolloutElsewhere {
-                    agent: agent.clone(),
-                    deployment: lease.deployment,
-                    holder: lease.holder,
-                })
-            }
-            _ => Ok(()),
+        match self.lease_elsewhere(agent).await? {
+            Some(lease) => Err(rollout_elsewhere(agent, lease)),
+            None => Ok(()),
         }
-    }
-
-    /// Whether another host drives `agent`'s rollout of `deployment` (holds its live lease).
-    pub(crate) async fn driven_elsewhere(
-        &self,
-        agent: &AgentId,
-        deployment: &DeploymentId,
-    ) -> Result<bool, HostError> {
-        Ok(self.leases.lease(agent).await?.is_some_and(|lease| {
-            !lease.is_expired() && lease.holder != self.holder && &lease.deployment == deployment
-        }))
     }
 
     /// Leaves `command` for the host that drives `agent`'s rollout of `deployment`.
@@ -158,6 +149,16 @@ impl Inner {
                 ),
             }
         }
+    }
+}
+
+/// The refusal for an operation on `agent` while another host drives its rollout under
+/// `lease`.
+pub(crate) fn rollout_elsewhere(agent: &AgentId, lease: Lease) -> HostError {
+    HostError::RolloutElsewhere {
+        agent: agent.clone(),
+        deployment: lease.deployment,
+        holder: lease.holder,
     }
 }
 

@@ -10,7 +10,6 @@ use caxton_core::{
     Timestamp,
 };
 use caxton_strategies::{Commands, StrategyConfig};
-use dashmap::mapref::entry::Entry;
 use serde::Serialize;
 
 use crate::error::HostError;
@@ -132,17 +131,10 @@ impl Host {
                 }
                 Err(error) => return Err(error),
             }
-            match self.reconcile(entries).await {
-                Ok(Some(Reconciled::Resumed(handle))) => recovery.resumed.push(handle),
-                Ok(Some(Reconciled::Settled(settled))) => {
-                    inner.release_lease(&agent, &deployment).await;
-                    recovery.settled.push(settled);
-                }
-                Ok(None) => inner.release_lease(&agent, &deployment).await,
-                Err(error) => {
-                    inner.release_lease(&agent, &deployment).await;
-                    return Err(error);
-                }
+            match self.reconcile_leased(entries, &agent, &deployment).await? {
+                Some(Reconciled::Resumed(handle)) => recovery.resumed.push(handle),
+                Some(Reconciled::Settled(settled)) => recovery.settled.push(settled),
+                None => {}
             }
         }
         tracing::info!(
@@ -176,9 +168,9 @@ impl Host {
             if inner.rollouts.contains_key(&agent) {
                 continue;
             }
-            match inner.leases.lease(&agent).await? {
-                Some(lease) if !lease.is_expired() && lease.holder != inner.holder => continue,
-                _ => {}
+            // A read first: a live lease is the common case, and taking one is a write.
+            if inner.lease_elsewhere(&agent).await?.is_some() {
+                continue;
             }
             match inner.take_lease(&agent, &deployment).await {
                 Ok(()) => {}
@@ -187,24 +179,32 @@ impl Host {
             }
             tracing::warn!(agent_id = %agent, deployment_id = %deployment, holder = %inner.holder,
                 "taking over a rollout whose host stopped driving it");
-            let reconciled = match self.sync_agent(&agent).await {
-                Ok(_) => self.reconcile(entries).await,
-                Err(error) => Err(error),
-            };
-            match reconciled {
-                Ok(Some(Reconciled::Resumed(handle))) => adopted.resumed.push(handle),
-                Ok(Some(Reconciled::Settled(settled))) => {
-                    inner.release_lease(&agent, &deployment).await;
-                    adopted.settled.push(settled);
-                }
-                Ok(None) => inner.release_lease(&agent, &deployment).await,
-                Err(error) => {
-                    inner.release_lease(&agent, &deployment).await;
-                    return Err(error);
-                }
+            if let Err(error) = self.sync_agent(&agent).await {
+                inner.release_lease(&agent, &deployment).await;
+                return Err(error);
+            }
+            match self.reconcile_leased(entries, &agent, &deployment).await? {
+                Some(Reconciled::Resumed(handle)) => adopted.resumed.push(handle),
+                Some(Reconciled::Settled(settled)) => adopted.settled.push(settled),
+                None => {}
             }
         }
         Ok(adopted)
+    }
+
+    /// Reconciles an open rollout whose lease this host has just taken; the lease is
+    /// kept only by a rollout that resumes.
+    async fn reconcile_leased(
+        &self,
+        entries: Vec<JournalEntry>,
+        agent: &AgentId,
+        deployment: &DeploymentId,
+    ) -> Result<Option<Reconciled>, HostError> {
+        let reconciled = self.reconcile(entries).await;
+        if !matches!(reconciled, Ok(Some(Reconciled::Resumed(_)))) {
+            self.inner.release_lease(agent, deployment).await;
+        }
+        reconciled
     }
 
     async fn reconcile(&self, entries: Vec<JournalEntry>) -> Result<Option<Reconciled>, HostError> {
@@ -365,17 +365,7 @@ impl Host {
         slot.resumed_after(done);
         // The caller holds the rollout's lease.
         slot.leased.store(true, Ordering::Release);
-        match inner.rollouts.entry(agent.clone()) {
-            Entry::Occupied(running) => {
-                return Err(HostError::RolloutInProgress {
-                    agent,
-                    deployment: running.get().deployment.clone(),
-                });
-            }
-            Entry::Vacant(vacant) => {
-                vacant.insert(Arc::clone(&slot));
-            }
-        }
+        inner.reserve_rollout(&agent, &slot)?;
         let checks = HostChecks {
             inner: Arc::clone(inner),
             module,

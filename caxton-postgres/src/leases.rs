@@ -23,6 +23,13 @@ macro_rules! lease_columns {
     };
 }
 
+/// An agent's lease, expired or not.
+const LEASE_OF_AGENT: &str = concat!(
+    "SELECT ",
+    lease_columns!(),
+    " FROM rollout_leases WHERE agent_id = $1"
+);
+
 fn decode(row: &Row) -> Result<Lease, PostgresError> {
     let agent: String = column(row, 0, &|| "a rollout lease".into(), "agent_id")?;
     let record = || format!("rollout lease of agent `{agent}`");
@@ -65,11 +72,6 @@ impl RolloutLeases for PostgresStore {
              RETURNING ",
             lease_columns!()
         );
-        const HELD: &str = concat!(
-            "SELECT ",
-            lease_columns!(),
-            " FROM rollout_leases WHERE agent_id = $1"
-        );
         let ttl = millis(check_ttl(ttl)?);
         let (a, d, h) = (
             agent.to_string(),
@@ -86,7 +88,7 @@ impl RolloutLeases for PostgresStore {
                         }
                         // The conflicting row is locked by this statement's attempt: it
                         // is the live lease of another holder.
-                        let row = client.query_one(HELD, &[&a]).await?;
+                        let row = client.query_one(LEASE_OF_AGENT, &[&a]).await?;
                         Ok(Acquired::HeldBy(decode(&row)?))
                     })
                 },
@@ -123,10 +125,8 @@ impl RolloutLeases for PostgresStore {
                         client
                             .batch_execute("SET LOCAL synchronous_commit = off")
                             .await?;
-                        match client.query_opt(RENEW, &[&a, &d, &h, &ttl]).await? {
-                            Some(row) => Ok(Some(decode(&row)?)),
-                            None => Ok(None),
-                        }
+                        let row = client.query_opt(RENEW, &[&a, &d, &h, &ttl]).await?;
+                        Ok(row.map(|row| decode(&row)).transpose()?)
                     })
                 },
             )
@@ -234,21 +234,14 @@ impl RolloutLeases for PostgresStore {
     }
 
     async fn lease(&self, agent: &AgentId) -> Result<Option<Lease>, LeaseError> {
-        const LEASE: &str = concat!(
-            "SELECT ",
-            lease_columns!(),
-            " FROM rollout_leases WHERE agent_id = $1"
-        );
         let a = agent.to_string();
         self.db
             .read(
                 || format!("reading the rollout lease of agent `{agent}`"),
                 move |client| {
                     Box::pin(async move {
-                        match client.query_opt(LEASE, &[&a]).await? {
-                            Some(row) => Ok(Some(decode(&row)?)),
-                            None => Ok(None),
-                        }
+                        let row = client.query_opt(LEASE_OF_AGENT, &[&a]).await?;
+                        Ok(row.map(|row| decode(&row)).transpose()?)
                     })
                 },
             )

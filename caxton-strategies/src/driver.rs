@@ -1193,24 +1193,26 @@ impl Run<'_> {
     fn hand_off(&mut self) -> RolloutReport {
         let message = "another host drives the rollout now; this host stopped driving it \
                        and changed nothing more";
+        // The event is the record (a host's sink logs it, as every event).
         self.emit(EventKind::Warning {
             message: message.to_owned(),
         });
-        tracing::warn!(
-            agent_id = %self.context.agent,
-            deployment_id = %self.context.candidate,
-            "{message}"
-        );
+        let outcome = Outcome::Aborted {
+            reason: Reason::new(ReasonKind::HandedOff, message),
+        };
+        self.report(outcome, self.driver.clock.now())
+    }
+
+    /// How the rollout ended, for its caller.
+    fn report(&self, outcome: Outcome, finished_at: Timestamp) -> RolloutReport {
         RolloutReport {
             agent: self.context.agent.clone(),
             deployment: self.context.candidate.clone(),
             baseline: self.context.baseline.clone(),
             strategy: self.strategy.name().to_owned(),
-            outcome: Outcome::Aborted {
-                reason: Reason::new(ReasonKind::HandedOff, message),
-            },
+            outcome,
             started_at: self.start,
-            finished_at: self.driver.clock.now(),
+            finished_at,
             steps: self.steps,
         }
     }
@@ -1258,15 +1260,6 @@ impl Run<'_> {
             outcome: outcome.as_str().to_owned(),
             reason: outcome.reason().map(|r| r.message.clone()),
         });
-        RolloutReport {
-            agent: self.context.agent.clone(),
-            deployment: self.context.candidate.clone(),
-            baseline: self.context.baseline.clone(),
-            strategy: self.strategy.name().to_owned(),
-            outcome,
-            started_at: self.start,
-            finished_at,
-            steps: self.steps,
-        }
+        self.report(outcome, finished_at)
     }
 }

@@ -34,6 +34,18 @@ struct Database {
 }
 
 impl Database {
+    /// A database of the test's own on the test server; `None` (after a note, or a
+    /// failure in CI) without one.
+    fn for_test() -> Option<Database> {
+        match std::env::var("CAXTON_TEST_POSTGRES_URL") {
+            Ok(server) if !server.is_empty() => Database::create(&server),
+            _ => {
+                skip("CAXTON_TEST_POSTGRES_URL is not set");
+                None
+            }
+        }
+    }
+
     fn create(server: &str) -> Option<Database> {
         let name = format!(
             "caxton_test_fleet_{}_{}",
@@ -216,11 +228,7 @@ fn deployed_id(output: &Output, what: &str) -> String {
 
 #[test]
 fn three_servers_on_one_postgres_registry_answer_what_one_of_them_deployed() {
-    let server = match std::env::var("CAXTON_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => return skip("CAXTON_TEST_POSTGRES_URL is not set"),
-    };
-    let Some(db) = Database::create(&server) else {
+    let Some(db) = Database::for_test() else {
         return;
     };
     let servers: Vec<Serve> = (0..3).map(|_| Serve::start(&db.url)).collect();
@@ -248,11 +256,7 @@ fn three_servers_on_one_postgres_registry_answer_what_one_of_them_deployed() {
 
 #[test]
 fn a_canary_whose_host_is_killed_is_taken_over_by_another_host_at_the_same_step() {
-    let server = match std::env::var("CAXTON_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => return skip("CAXTON_TEST_POSTGRES_URL is not set"),
-    };
-    let Some(db) = Database::create(&server) else {
+    let Some(db) = Database::for_test() else {
         return;
     };
     let mut servers: Vec<Serve> = (0..3).map(|_| Serve::start(&db.url)).collect();

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use caxton_core::{AuditAction, LifecycleState};
 use caxton_host::{
     DeployRequest, HostError, PromoteMode, Role, RolloutPhase, SessionMode, restored_from,
@@ -158,7 +156,7 @@ fn promote_full_ends_a_canary_early_and_pause_resume_reach_the_rollout() {
     )
     .unwrap();
     // Wait until the canary step runs, then look at the status.
-    let status = wait_for(|| {
+    let status = wait_for("the rollout reports its status", || {
         let status = block_on(host.status(&agent)).unwrap();
         status
             .rollout
@@ -186,7 +184,7 @@ fn promote_full_ends_a_canary_early_and_pause_resume_reach_the_rollout() {
     assert_eq!(row(&v2.deployment.id).weight, 10.0);
 
     block_on(host.pause(&agent, &v2.deployment.id)).unwrap();
-    wait_for(|| {
+    wait_for("the rollout is paused", || {
         let status = block_on(host.status(&agent)).unwrap();
         (status.rollout?.phase == RolloutPhase::Paused).then_some(())
     });
@@ -222,7 +220,9 @@ fn rollback_is_instant_while_the_previous_version_is_live() {
         ),
     )
     .unwrap();
-    wait_for(|| (host.send(&agent, None, b"x").ok()?.reply == b"v2:x").then_some(()));
+    wait_for("v2 answers", || {
+        (host.send(&agent, None, b"x").ok()?.reply == b"v2:x").then_some(())
+    });
     // During cleanup the rollout still runs: rolling back its candidate aborts it.
     let outcome = block_on(host.rollback(&agent, &v2.deployment.id, None)).unwrap();
     assert_eq!(outcome.restored.id, v1.deployment.id);
@@ -261,7 +261,9 @@ fn rollback_to_a_retired_version_reloads_it_from_its_artifact() {
     assert!(outcome.restored.is_production);
     assert_eq!(host.send(&agent, None, b"x").unwrap().reply, b"v1:x");
     // v2 leaves the runtime once its messages are done.
-    wait_for(|| (!host.runtime().loaded().contains(&v2.deployment.id)).then_some(()));
+    wait_until("v2 is unloaded", || {
+        !host.runtime().loaded().contains(&v2.deployment.id)
+    });
 
     // Both moves are in the audit history, with reasons.
     let history = block_on(host.history(&agent)).unwrap();
@@ -444,16 +446,4 @@ fn bad_requests_are_refused_with_the_field_named_and_nothing_stored() {
     });
     assert_eq!(bad.state, LifecycleState::Failed);
     assert!(host.send(&agent, None, b"x").is_err());
-}
-
-/// Polls `probe` until it returns something (10 s at most).
-fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -120,7 +120,7 @@ fn a_restarted_host_serves_the_same_production_and_resumes_the_canary_at_its_ste
     let delivery = after.send(&agent, None, b"x").unwrap();
     assert!(delivery.deployment == v1 || delivery.deployment == v2);
     // The canary goes on from the step it was at, not from the start.
-    let status = wait_until(|| {
+    let status = wait_for("the resumed rollout reports its status", || {
         let status = block_on(after.status(&agent)).ok()?;
         status
             .rollout
@@ -254,15 +254,4 @@ fn common_version(module: &[u8]) -> caxton_core::VersionTuple {
         caxton_core::PromptLayer::from_prompt("", &[]),
         caxton_core::ToolsLayer::from_definitions(&serde_json::json!([])),
     )
-}
-
-fn wait_until<T>(mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

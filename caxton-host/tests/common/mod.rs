@@ -45,6 +45,26 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     futures::executor::block_on(future)
 }
 
+/// Polls `probe` until it returns something; fails naming `what` after 20 s.
+pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `done` until it holds; fails naming `what` after 20 s.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    wait_for(what, || done().then_some(()));
+}
+
 /// Deploys and waits for the rollout to finish.
 pub fn deploy_and_wait(host: &Host, request: DeployRequest) -> Deployed {
     block_on(async {
